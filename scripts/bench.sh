@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# Benchmark dbbackup against pg_dump/pg_restore on one machine, in one run.
+#
+#   bash scripts/bench.sh                  # full size: ~1.2 GB database
+#   BENCH_SCALE=2 bash scripts/bench.sh    # smoke test: a few tens of MB
+#
+# Environment (all optional):
+#   BENCH_DIR=DIR    work directory, default ./bench-work at the repo root.
+#                    Holds the throwaway cluster (DIR/pg), which is built once
+#                    and reused while BENCH_SCALE stays the same, the backups
+#                    of the last run (DIR/out) and the reports (DIR/results-*).
+#   BENCH_JOBS=N     parallelism for every tool (default 2)
+#   BENCH_SCALE=S    pgbench scale of `bench` (default 60, ~0.9 GB); the rest
+#                    of the data set shrinks in proportion (see below)
+#   DBBACKUP=PATH    dbbackup binary to use instead of `cargo build --release`
+#
+# Data set (built by this script):
+#   bench        pgbench -i -s S; table blobs(id, data bytea) of 64 KiB-1 MiB
+#                values, 5*S MB in all (300 MB at S=60), half pseudo-random
+#                (md5 bytes, incompressible), half repeat() (compressible);
+#                5*S tables small_NNN of 100 rows each (300 at S=60)
+#   bench_small  pgbench -i -s max(1, S/20) (3 at S=60, ~50 MB)
+#
+# Measurements, each run once after a warm-up pass (SELECT count(*) over
+# every table and TOAST table of the source) and a CHECKPOINT:
+#   dbbackup backup (native, --parallel-tables N), dbbackup restore (--jobs N
+#   --create), pg_dump -Fd -j N -Z 6, pg_restore -j N, pg_dump | zstd -T N -3,
+#   dbbackup backup of bench_small; then --format plain/custom against
+#   pg_dump | zstd -T0 -3 and pg_dump -Fc -Z 6.
+# Columns: wall seconds; client CPU (user+sys of the measured command and
+# its children, GNU time); server CPU (user+sys of the postgres processes
+# over the same interval, from /proc); peak RSS of the largest process of
+# the measured command (GNU time %M); output size (du -sb).
+# Page caches cannot be dropped here, so numbers are warm-cache numbers.
+#
+# Exit status: 0 when every measurement of the main section succeeded and
+# the restored databases look right, 1 otherwise (failed measurements are
+# shown as "n/a (exit N)"; the format section may fail without affecting
+# the exit status). The server is always stopped on exit.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ROOT=$(repo_root)
+cd "$ROOT"
+
+BENCH_DIR=${BENCH_DIR:-./bench-work}
+JOBS=${BENCH_JOBS:-2}
+SCALE=${BENCH_SCALE:-60}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "BENCH_JOBS must be a positive integer, not '$JOBS'"
+[[ $SCALE =~ ^[1-9][0-9]*$ ]] || die "BENCH_SCALE must be a positive integer, not '$SCALE'"
+BLOB_MB=$((SCALE * 5))
+SMALL_TABLES=$((SCALE * 5))
+SMALL_SCALE=$((SCALE / 20 > 1 ? SCALE / 20 : 1))
+DATASET="v1 scale=$SCALE blob_mb=$BLOB_MB small_tables=$SMALL_TABLES small_scale=$SMALL_SCALE"
+
+mkdir -p "$BENCH_DIR"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd -P)
+chmod 0755 "$BENCH_DIR" # the postgres user must reach $BENCH_DIR/pg
+PGDIR=$BENCH_DIR/pg
+OUT=$BENCH_DIR/out
+STAMP=$(date +%Y%m%d-%H%M%S)
+REPORT=$BENCH_DIR/results-$STAMP.txt
+TSV=$BENCH_DIR/results-$STAMP.tsv
+
+trap 'stop_throwaway_cluster "$PGDIR"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+qv() { q -At "$@"; }
+
+# ----------------------------------------------------------------- tools
+ensure_postgres
+ensure_time
+ensure_zstd
+DBB_OK=1
+if [[ -z ${DBBACKUP:-} ]]; then
+	ensure_cargo
+	log "cargo build --release"
+	if ! cargo build --release; then
+		log "WARNING: cargo build --release failed: dbbackup rows will be n/a"
+		DBB_OK=0
+	fi
+	DBBACKUP=${CARGO_TARGET_DIR:-$ROOT/target}/release/dbbackup
+fi
+if ((DBB_OK)) && [[ ! -x $DBBACKUP ]]; then
+	log "WARNING: no executable $DBBACKUP: dbbackup rows will be n/a"
+	DBB_OK=0
+fi
+
+# ----------------------------------------------------------------- cluster
+# Settings of a modest dedicated server; applied when the cluster is created.
+start_throwaway_cluster "$PGDIR" \
+	"shared_buffers = 1GB" \
+	"maintenance_work_mem = 512MB" \
+	"work_mem = 32MB" \
+	"max_wal_size = 8GB" \
+	"checkpoint_timeout = 30min" \
+	"max_connections = 100" \
+	"max_locks_per_transaction = 128"
+
+# ----------------------------------------------------------------- data set
+build_dataset() {
+	local db
+	for db in bench bench_small bench_restore_dbb bench_restore_pgd; do
+		dropdb --if-exists "$db"
+	done
+	rm -f "$PGDIR/dataset"
+
+	log "bench: pgbench -i -s $SCALE"
+	createdb bench
+	pgbench -i -q -s "$SCALE" bench
+
+	local rows=$(((BLOB_MB * 1048576 + 557055) / 557056)) # mean value 544 KiB
+	log "bench: blobs, $rows values, ~$BLOB_MB MB"
+	# Value i has 64 KiB * (1 + (i/2 * 7) % 16) bytes: 64 KiB..1 MiB, pairs
+	# (2k, 2k+1) of equal size, odd ids pseudo-random, even ids repetitive.
+	# STORAGE EXTERNAL keeps TOAST uncompressed, so disk size = logical size.
+	q -d bench -v rows="$rows" <<'SQL'
+CREATE TABLE blobs (id int PRIMARY KEY, data bytea);
+ALTER TABLE blobs ALTER COLUMN data SET STORAGE EXTERNAL;
+INSERT INTO blobs
+SELECT s.i,
+       CASE WHEN s.i % 2 = 1 THEN
+         (SELECT decode(string_agg(md5(s.i::text || ':' || g::text), '' ORDER BY g), 'hex')
+            FROM generate_series(1, s.sz / 16) AS g)
+       ELSE
+         substring(convert_to(repeat('dbbackup compressible value ' || s.i || '; ',
+                                     s.sz / 28 + 1), 'UTF8') FROM 1 FOR s.sz)
+       END
+FROM (SELECT i, 65536 * (1 + ((i / 2) * 7) % 16) AS sz
+        FROM generate_series(1, :rows) AS i) AS s;
+SQL
+
+	log "bench: $SMALL_TABLES small tables of 100 rows"
+	q -d bench <<SQL
+DO \$\$
+BEGIN
+  FOR k IN 1..$SMALL_TABLES LOOP
+    EXECUTE format('CREATE TABLE %I (id int PRIMARY KEY, name text NOT NULL,
+                    amount numeric(12,2), created timestamptz, tags text[])',
+                   'small_' || lpad(k::text, 3, '0'));
+    EXECUTE format('INSERT INTO %I SELECT g, %L || g, g * 1.25,
+                    timestamptz ''2024-01-01 00:00+00'' + g * interval ''1 minute'',
+                    ARRAY[''t'' || g %% 7, ''u'' || g %% 3] FROM generate_series(1, 100) g',
+                   'small_' || lpad(k::text, 3, '0'), 'row ' || k || '/');
+  END LOOP;
+END
+\$\$;
+SQL
+
+	log "bench_small: pgbench -i -s $SMALL_SCALE"
+	createdb bench_small
+	pgbench -i -q -s "$SMALL_SCALE" bench_small
+
+	log "VACUUM ANALYZE, CHECKPOINT"
+	q -d bench -c 'VACUUM ANALYZE'
+	q -d bench_small -c 'VACUUM ANALYZE'
+	q -d postgres -c 'CHECKPOINT'
+	printf '%s\n' "$DATASET" >"$PGDIR/dataset"
+}
+
+have_db() { [[ $(qv -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = '$1'") == 1 ]]; }
+
+if [[ -f $PGDIR/dataset && $(cat "$PGDIR/dataset") == "$DATASET" ]] &&
+	have_db bench && have_db bench_small; then
+	log "reusing data set in $PGDIR ($DATASET)"
+else
+	build_dataset
+fi
+for db in bench_restore_dbb bench_restore_pgd; do dropdb --if-exists "$db"; done
+
+db_size() { qv -d postgres -c "SELECT pg_database_size('$1')"; }
+BENCH_BYTES=$(db_size bench)
+SMALL_BYTES=$(db_size bench_small)
+
+# ----------------------------------------------------------------- helpers
+# Warm the page cache: count(*) of every table, matview and TOAST table.
+warm() {
+	q -At -d "$1" >/dev/null <<'SQL'
+SELECT format('SELECT count(*) FROM %s', c.oid::regclass)
+FROM pg_class c
+WHERE c.relkind IN ('r', 'm', 't')
+  AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+  AND c.relpersistence = 'p'
+\gexec
+SQL
+}
+
+# CPU ticks (user+sys) used so far by the server: the postmaster, its reaped
+# children (cutime/cstime) and its live children.
+CLK_TCK=$(getconf CLK_TCK)
+server_ticks() {
+	local pm f line total=0
+	local -a a
+	pm=$(head -n 1 "$PG_THROWAWAY_DATA/postmaster.pid")
+	for f in /proc/[0-9]*/stat; do
+		read -r line 2>/dev/null <"$f" || continue
+		read -r -a a <<<"${line##*) }" # a[1]=ppid a[11..14]=utime stime cutime cstime
+		if [[ $f == "/proc/$pm/stat" ]]; then
+			total=$((total + a[11] + a[12] + a[13] + a[14]))
+		elif [[ ${a[1]} == "$pm" ]]; then
+			total=$((total + a[11] + a[12]))
+		fi
+	done
+	printf '%s\n' "$total"
+}
+
+# Results, keyed by measurement id.
+declare -A R_LABEL R_WALL R_CPU R_SRV R_RSS R_SIZE R_RC
+ORDER=()
+MAIN_FAILED=0
+
+# measure ID SECTION LABEL SOURCE_DB OUTPUT_PATH|- CMD...
+# Warm SOURCE_DB, checkpoint, run CMD under GNU time, record the results.
+measure() {
+	local id=$1 section=$2 label=$3 src=$4 outpath=$5
+	shift 5
+	ORDER+=("$id")
+	R_LABEL[$id]=$label
+	R_SIZE[$id]=""
+	printf '\n--- %s\n    $ %s\n' "$label" "$*" >&2
+	if [[ $1 == "$DBBACKUP" ]] && ((!DBB_OK)); then
+		R_RC[$id]="no binary"
+		[[ $section == main ]] && MAIN_FAILED=1
+		return 0
+	fi
+	[[ $src == - ]] || warm "$src"
+	q -d postgres -c CHECKPOINT
+	local t0 t1
+	t0=$(server_ticks)
+	peak_rss_and_time "$@"
+	sleep 0.5 # let the postmaster reap the backends
+	t1=$(server_ticks)
+	R_RC[$id]=$MEAS_RC
+	R_WALL[$id]=$MEAS_WALL
+	R_CPU[$id]=$MEAS_CPU
+	R_RSS[$id]=$MEAS_RSS_KIB
+	R_SRV[$id]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
+	if [[ $outpath != - && -e $outpath ]]; then
+		R_SIZE[$id]=$(du -sb "$outpath" | cut -f1)
+	fi
+	if [[ $MEAS_RC != 0 && $section == main ]]; then MAIN_FAILED=1; fi
+}
+
+ok() { [[ ${R_RC[$1]:-x} == 0 ]]; }
+
+# ratio NUM_ID DEN_ID ARRAY_NAME : NUM/DEN of one metric, or n/a.
+ratio() {
+	local -n arr=$3
+	if ok "$1" && ok "$2" && [[ -n ${arr[$1]:-} && -n ${arr[$2]:-} ]]; then
+		awk -v a="${arr[$1]}" -v b="${arr[$2]}" \
+			'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'
+	else
+		printf 'n/a'
+	fi
+}
+
+# check_restore SOURCE_DB RESTORED_DB : cheap sanity check of a restore.
+check_restore() {
+	local sql="SELECT (SELECT count(*) FROM pg_class c WHERE c.relkind = 'r'
+	                     AND c.relnamespace = 'public'::regnamespace),
+	                  (SELECT count(*) FROM pgbench_accounts),
+	                  (SELECT sum(abalance) FROM pgbench_accounts),
+	                  (SELECT count(*) || '/' || sum(length(data)) || '/' ||
+	                          md5(string_agg(md5(data), '' ORDER BY id)) FROM blobs)"
+	local a b
+	a=$(qv -d "$1" -c "$sql")
+	b=$(qv -d "$2" -c "$sql" 2>&1) || true
+	if [[ $a == "$b" ]]; then
+		log "restore check $2: ok ($a)"
+	else
+		log "restore check $2: MISMATCH: source [$a] restored [$b]"
+		MAIN_FAILED=1
+	fi
+}
+
+# ----------------------------------------------------------------- run
+rm -rf "$OUT"
+mkdir -p "$OUT"
+N=$JOBS
+
+measure dbb_backup main "dbbackup backup native -j$N" bench "$OUT/dbb-native" \
+	"$DBBACKUP" backup single bench --out "$OUT/dbb-native" --parallel-tables "$N" --quiet
+measure dbb_restore main "dbbackup restore -j$N" - - \
+	"$DBBACKUP" restore "$OUT/dbb-native" --dbname bench_restore_dbb --create --jobs "$N" --quiet
+if ok dbb_restore; then check_restore bench bench_restore_dbb; fi
+dropdb --if-exists bench_restore_dbb
+
+measure pgd_dir main "pg_dump -Fd -j$N -Z6" bench "$OUT/pgdump-dir" \
+	pg_dump -Fd -j "$N" -Z 6 -f "$OUT/pgdump-dir" bench
+createdb bench_restore_pgd
+measure pgd_restore main "pg_restore -j$N" - - \
+	pg_restore -j "$N" -d bench_restore_pgd "$OUT/pgdump-dir"
+if ok pgd_restore; then check_restore bench bench_restore_pgd; fi
+dropdb --if-exists bench_restore_pgd
+
+# shellcheck disable=SC2016 # $1/$2 expand in the inner bash
+measure pgd_zstd main "pg_dump | zstd -T$N -3" bench "$OUT/pgdump.sql.zst" \
+	bash -c 'set -o pipefail; pg_dump bench | zstd -q -T"$1" -3 -o "$2"' _ "$N" "$OUT/pgdump.sql.zst"
+
+measure dbb_small main "dbbackup backup native -j$N (bench_small)" bench_small "$OUT/dbb-small" \
+	"$DBBACKUP" backup single bench_small --out "$OUT/dbb-small" --parallel-tables "$N" --quiet
+
+measure dbb_plain formats "dbbackup --format plain -j$N" bench "$OUT/dbb-plain" \
+	"$DBBACKUP" backup single bench --out "$OUT/dbb-plain" --format plain --parallel-tables "$N" --quiet
+# shellcheck disable=SC2016 # $1/$2 expand in the inner bash
+measure pgd_zstd0 formats "pg_dump | zstd -T0 -3" bench "$OUT/pgdump-T0.sql.zst" \
+	bash -c 'set -o pipefail; pg_dump bench | zstd -q -T0 -3 -o "$1"' _ "$OUT/pgdump-T0.sql.zst"
+measure dbb_custom formats "dbbackup --format custom -j$N" bench "$OUT/dbb-custom" \
+	"$DBBACKUP" backup single bench --out "$OUT/dbb-custom" --format custom --parallel-tables "$N" --quiet
+measure pgd_fc formats "pg_dump -Fc -Z6" bench "$OUT/pgdump.custom" \
+	pg_dump -Fc -Z 6 -f "$OUT/pgdump.custom" bench
+
+# ----------------------------------------------------------------- report
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+
+row() {
+	local id=$1
+	if ok "$id"; then
+		printf '%-42s %8s %8s %8s %9s %10s\n' "${R_LABEL[$id]}" "${R_WALL[$id]}" \
+			"${R_CPU[$id]}" "${R_SRV[$id]}" "$(mib $((R_RSS[$id] * 1024)))" \
+			"$([[ -n ${R_SIZE[$id]} ]] && mib "${R_SIZE[$id]}" || echo -)"
+	else
+		local why=${R_RC[$id]}
+		[[ $why =~ ^[0-9]+$ ]] && why="exit $why"
+		printf '%-42s %8s\n' "${R_LABEL[$id]}" "n/a ($why)"
+	fi
+}
+header() {
+	printf '%-42s %8s %8s %8s %9s %10s\n' "measurement" "wall s" "cpu s" "srv cpu" "RSS MiB" "size MiB"
+}
+
+{
+	printf '\n==================== dbbackup benchmark %s ====================\n' "$STAMP"
+	printf 'machine: %s cores, %s MiB RAM; %s; %s\n' "$(nproc)" \
+		"$(awk '/MemTotal/ { printf "%d", $2 / 1024 }' /proc/meminfo)" \
+		"$(pg_ctl --version)" "$(zstd --version | head -n 1 | tr -d '*' | sed 's/^ *//; s/,.*//')"
+	printf 'dbbackup: %s (git %s)\n' \
+		"$( ((DBB_OK)) && "$DBBACKUP" --version 2>/dev/null | head -n 1 || echo unavailable)" \
+		"$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+	printf 'data set: %s; bench %s MiB, bench_small %s MiB; jobs N=%s\n' \
+		"$DATASET" "$(mib "$BENCH_BYTES")" "$(mib "$SMALL_BYTES")" "$N"
+	printf 'cpu s = user+sys of the command and its children; srv cpu = postgres processes;\n'
+	printf 'RSS = peak of the largest single process of the command; warm page cache.\n'
+
+	printf '\n-- main (N=%s) --\n' "$N"
+	header
+	for id in dbb_backup dbb_restore pgd_dir pgd_restore pgd_zstd dbb_small; do row "$id"; done
+
+	printf '\n-- ratios (>1 means dbbackup is faster / smaller / leaner) --\n'
+	printf '%-62s %s\n' \
+		"backup wall: pg_dump -Fd -j$N -Z6 / dbbackup" "$(ratio pgd_dir dbb_backup R_WALL)" \
+		"backup wall: pg_dump | zstd / dbbackup" "$(ratio pgd_zstd dbb_backup R_WALL)" \
+		"restore wall: pg_restore -j$N / dbbackup restore" "$(ratio pgd_restore dbb_restore R_WALL)" \
+		"round trip wall: pg_dump -Fd + pg_restore / dbbackup" \
+		"$(if ok pgd_dir && ok pgd_restore && ok dbb_backup && ok dbb_restore; then
+			awk -v a="${R_WALL[pgd_dir]}" -v b="${R_WALL[pgd_restore]}" \
+				-v c="${R_WALL[dbb_backup]}" -v d="${R_WALL[dbb_restore]}" \
+				'BEGIN { if (c + d > 0) printf "%.2fx", (a + b) / (c + d); else print "n/a" }'
+		else echo n/a; fi)" \
+		"backup client cpu: pg_dump -Fd / dbbackup" "$(ratio pgd_dir dbb_backup R_CPU)" \
+		"backup server cpu: pg_dump -Fd / dbbackup" "$(ratio pgd_dir dbb_backup R_SRV)" \
+		"backup size: pg_dump -Fd -Z6 / dbbackup" "$(ratio pgd_dir dbb_backup R_SIZE)" \
+		"backup size: pg_dump | zstd -3 / dbbackup" "$(ratio pgd_zstd dbb_backup R_SIZE)" \
+		"peak RSS: pg_dump -Fd / dbbackup" "$(ratio pgd_dir dbb_backup R_RSS)" \
+		"peak RSS: dbbackup on bench / on bench_small (~flat is good)" "$(ratio dbb_backup dbb_small R_RSS)"
+
+	printf '\n-- single-file formats --\n'
+	header
+	for id in dbb_plain pgd_zstd0 dbb_custom pgd_fc; do row "$id"; done
+	printf '%-62s %s\n' \
+		"plain wall: pg_dump | zstd -T0 -3 / dbbackup plain" "$(ratio pgd_zstd0 dbb_plain R_WALL)" \
+		"plain size: pg_dump | zstd -T0 -3 / dbbackup plain" "$(ratio pgd_zstd0 dbb_plain R_SIZE)" \
+		"custom wall: pg_dump -Fc -Z6 / dbbackup custom" "$(ratio pgd_fc dbb_custom R_WALL)" \
+		"custom size: pg_dump -Fc -Z6 / dbbackup custom" "$(ratio pgd_fc dbb_custom R_SIZE)"
+} | tee "$REPORT"
+
+{
+	printf 'id\tlabel\texit\twall_s\tcpu_s\tserver_cpu_s\tpeak_rss_kib\tsize_bytes\n'
+	for id in "${ORDER[@]}"; do
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "${R_LABEL[$id]}" "${R_RC[$id]}" \
+			"${R_WALL[$id]:-}" "${R_CPU[$id]:-}" "${R_SRV[$id]:-}" "${R_RSS[$id]:-}" "${R_SIZE[$id]:-}"
+	done
+} >"$TSV"
+printf '\nreport: %s\n        %s\n' "$REPORT" "$TSV"
+
+if ((MAIN_FAILED)); then
+	printf 'bench: some main measurements failed (see n/a rows above)\n' >&2
+	exit 1
+fi

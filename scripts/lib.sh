@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# shellcheck shell=bash
+#
+# Shared shell helpers for dbbackup's scripts. Source it, don't run it:
+#
+#     . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# The caller is expected to run under `set -euo pipefail`; these helpers do
+# not change shell options. Every helper is small and documented where it
+# is defined:
+#
+#   log / die                 messages on stderr (die exits 1)
+#   repo_root                 absolute path of the repository
+#   apt_install PKG...        apt-get install as root (sudo when needed)
+#   ensure_postgres           PostgreSQL server binaries present, bindir on PATH
+#   ensure_cargo              cargo on PATH (sources ~/.cargo/env if needed)
+#   ensure_time / ensure_zstd GNU time / zstd CLI present
+#   pg_bindir                 highest /usr/lib/postgresql/*/bin (or $PG_BINDIR)
+#   as_pg CMD...              run CMD as the `postgres` OS user when root
+#   free_port                 an unused TCP port on 127.0.0.1
+#   start_throwaway_cluster DIR [SETTING...]
+#   stop_throwaway_cluster DIR
+#   peak_rss_and_time CMD...  wall / CPU / peak RSS of one command
+
+# Print a progress message on stderr.
+log() { printf '==> %s\n' "$*" >&2; }
+
+# Print an error on stderr and exit 1.
+die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# Absolute path of the repository root (the parent of scripts/).
+repo_root() { (cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P); }
+
+_LIB_APT_UPDATED=0
+
+# apt_install PKG... : install Debian packages non-interactively. Runs
+# apt-get update once per script. Uses sudo when not root; dies when neither
+# is possible.
+apt_install() {
+	local -a sudo=()
+	if [[ $(id -u) -ne 0 ]]; then
+		command -v sudo >/dev/null 2>&1 ||
+			die "need root (or sudo) to apt-get install $*"
+		sudo=(sudo)
+	fi
+	command -v apt-get >/dev/null 2>&1 ||
+		die "apt-get not found; install manually: $*"
+	if [[ $_LIB_APT_UPDATED -eq 0 ]]; then
+		log "apt-get update"
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+		_LIB_APT_UPDATED=1
+	fi
+	log "apt-get install $*"
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends "$@" </dev/null
+}
+
+# pg_bindir : print the PostgreSQL bin directory: $PG_BINDIR if set, else
+# the highest-versioned /usr/lib/postgresql/*/bin that has initdb. Prints
+# nothing and returns 1 when there is none.
+pg_bindir() {
+	if [[ -n ${PG_BINDIR:-} ]]; then
+		printf '%s\n' "$PG_BINDIR"
+		return 0
+	fi
+	local d best=""
+	while IFS= read -r d; do
+		[[ -x $d/initdb ]] && best=$d
+	done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V)
+	[[ -n $best ]] || return 1
+	printf '%s\n' "$best"
+}
+
+# ensure_postgres : make sure the PostgreSQL server binaries (initdb,
+# pg_ctl, postgres, psql, pg_dump, pg_restore, pgbench) exist, installing
+# Debian's `postgresql` package if not, and put their directory first on
+# PATH so that every script uses one consistent version.
+ensure_postgres() {
+	local bindir
+	if ! bindir=$(pg_bindir); then
+		log "no /usr/lib/postgresql/*/bin/initdb: installing postgresql"
+		apt_install postgresql
+		bindir=$(pg_bindir) ||
+			die "PostgreSQL still missing after installing the postgresql package"
+	fi
+	[[ -x $bindir/initdb && -x $bindir/pg_ctl ]] ||
+		die "no initdb/pg_ctl in $bindir"
+	case ":$PATH:" in
+	*":$bindir:"*) ;;
+	*) export PATH="$bindir:$PATH" ;;
+	esac
+}
+
+# ensure_cargo : make sure cargo is on PATH, sourcing the rustup env file
+# (${CARGO_HOME:-~/.cargo}/env) if needed. Dies if there is still no cargo.
+ensure_cargo() {
+	if ! command -v cargo >/dev/null 2>&1; then
+		local envfile="${CARGO_HOME:-$HOME/.cargo}/env"
+		# shellcheck disable=SC1090  # path only known at run time
+		[[ -f $envfile ]] && . "$envfile"
+	fi
+	command -v cargo >/dev/null 2>&1 ||
+		die "cargo not found on PATH nor in ${CARGO_HOME:-$HOME/.cargo}; install a Rust toolchain with rustup"
+}
+
+# ensure_time : make sure GNU time is at /usr/bin/time (package `time`).
+ensure_time() {
+	[[ -x /usr/bin/time ]] || apt_install time
+	[[ -x /usr/bin/time ]] || die "/usr/bin/time still missing"
+}
+
+# ensure_zstd : make sure the zstd command-line tool is installed.
+ensure_zstd() {
+	command -v zstd >/dev/null 2>&1 || apt_install zstd
+	command -v zstd >/dev/null 2>&1 || die "zstd still missing"
+}
+
+# as_pg CMD... : run CMD as the `postgres` OS user when we are root (initdb
+# and postgres refuse to run as root), otherwise as ourselves. The
+# environment is kept; the working directory must be readable by postgres,
+# so callers cd somewhere neutral first.
+as_pg() {
+	if [[ $(id -u) -eq 0 ]]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+# free_port : print a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+	if command -v python3 >/dev/null 2>&1; then
+		python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+		return
+	fi
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 30000))
+		# A refused connection means nobody listens there.
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			printf '%s\n' "$p"
+			return 0
+		fi
+	done
+	die "no free TCP port found"
+}
+
+# start_throwaway_cluster DIR [SETTING...]
+#
+# Start a private PostgreSQL cluster that lives entirely in DIR:
+#   DIR/data          the data directory (initdb'd on first use, trust auth)
+#   DIR/socket        unix socket directory (a short /tmp dir if DIR is deep)
+#   DIR/postgres.log  the server log
+#   DIR/env           `export PG...` lines, for `. DIR/env` by hand
+# Each SETTING ("name = value") is appended to postgresql.conf when the
+# cluster is first created. A cluster already in DIR is reused; one already
+# running is adopted. The server listens on the unix socket and on a free
+# port of 127.0.0.1. Exports PGHOST (the socket directory), PGPORT and
+# PGUSER=postgres, and PG_THROWAWAY_DATA. Needs ensure_postgres first.
+# When root, DIR is chowned to postgres (its parents must be searchable).
+start_throwaway_cluster() {
+	local dir=$1
+	shift
+	[[ -n $dir ]] || die "start_throwaway_cluster: no directory given"
+	mkdir -p "$dir"
+	dir=$(cd "$dir" && pwd -P)
+	local data=$dir/data log=$dir/postgres.log
+
+	if [[ $(id -u) -eq 0 ]]; then
+		getent passwd postgres >/dev/null ||
+			useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+		chown postgres: "$dir"
+		chmod 0700 "$dir"
+		(cd / && as_pg test -w "$dir/.") ||
+			die "user postgres cannot write $dir (a parent directory is not searchable?)"
+	fi
+
+	# Unix socket paths are limited to ~107 bytes: fall back to /tmp.
+	local sock=$dir/socket
+	if ((${#sock} > 80)); then
+		if [[ -f $dir/socket.path && -d $(cat "$dir/socket.path") ]]; then
+			sock=$(cat "$dir/socket.path")
+		else
+			sock=$(mktemp -d /tmp/pgsock.XXXXXX)
+			printf '%s\n' "$sock" >"$dir/socket.path"
+		fi
+	fi
+	mkdir -p "$sock"
+	if [[ $(id -u) -eq 0 ]]; then chown postgres: "$sock"; fi
+	chmod 0700 "$sock"
+
+	if [[ ! -f $data/PG_VERSION ]]; then
+		rm -rf "$data"
+		local locale=C
+		locale -a 2>/dev/null | grep -qix 'c\.utf-\?8' && locale=C.UTF-8
+		log "initdb $data"
+		(cd "$dir" && as_pg initdb -D "$data" -U postgres --auth=trust \
+			-E UTF8 --locale="$locale" --no-sync >"$dir/initdb.log" 2>&1) ||
+			{
+				cat "$dir/initdb.log" >&2
+				die "initdb failed"
+			}
+		{
+			printf '\n# throwaway cluster (scripts/lib.sh)\n'
+			printf "include_if_exists = 'throwaway.conf'\n"
+			local s
+			for s in "$@"; do printf '%s\n' "$s"; done
+		} >>"$data/postgresql.conf"
+	fi
+
+	# Already running (e.g. left over by a killed script): adopt it.
+	if (cd "$dir" && as_pg pg_ctl -D "$data" status >/dev/null 2>&1); then
+		PGPORT=$(sed -n 4p "$data/postmaster.pid")
+		PGHOST=$(sed -n 5p "$data/postmaster.pid")
+		log "reusing running cluster in $dir (port $PGPORT)"
+	else
+		PGPORT=$(free_port)
+		PGHOST=$sock
+		# Port and socket are chosen anew at every start.
+		cat >"$data/throwaway.conf" <<EOF
+port = $PGPORT
+unix_socket_directories = '$sock'
+listen_addresses = '127.0.0.1'
+EOF
+		if [[ $(id -u) -eq 0 ]]; then chown postgres: "$data/throwaway.conf"; fi
+		log "starting cluster in $dir (port $PGPORT, socket $sock)"
+		(cd "$dir" && as_pg pg_ctl -D "$data" -l "$log" -w -t 120 start >/dev/null) ||
+			{
+				tail -n 30 "$log" >&2 || true
+				die "pg_ctl start failed (log: $log)"
+			}
+	fi
+	export PGHOST PGPORT PGUSER=postgres PG_THROWAWAY_DATA=$data
+	printf 'export PGHOST=%q PGPORT=%q PGUSER=postgres\n' "$PGHOST" "$PGPORT" >"$dir/env"
+}
+
+# stop_throwaway_cluster DIR : stop the cluster started in DIR (fast
+# shutdown, immediate if that fails). Safe to call from an EXIT trap: it is
+# idempotent, tolerates a missing or half-created DIR, and always returns 0.
+stop_throwaway_cluster() {
+	local dir=${1:-}
+	[[ -n $dir && -d $dir/data ]] || return 0
+	if [[ -f $dir/data/postmaster.pid ]]; then
+		(cd / && as_pg pg_ctl -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1) ||
+			(cd / && as_pg pg_ctl -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1) ||
+			true
+	fi
+	return 0
+}
+
+# peak_rss_and_time CMD... : run CMD under GNU time and set
+#   MEAS_RC        CMD's exit status (the helper itself always returns 0)
+#   MEAS_WALL      wall-clock seconds
+#   MEAS_CPU       user+sys CPU seconds of CMD and all children it waited for
+#   MEAS_RSS_KIB   peak RSS in KiB (GNU time %M: the largest single process
+#                  of CMD's tree, not a sum; for `bash -c 'a | b'` it is
+#                  max(a, b))
+#   MEAS_LINE      "wall_s=.. cpu_s=.. max_rss_kib=.. rc=.."
+# and print MEAS_LINE on stderr. CMD's own stdout/stderr pass through.
+# Needs ensure_time. Server-side (postgres backend) CPU is not included.
+peak_rss_and_time() {
+	local f u s w m
+	f=$(mktemp)
+	MEAS_RC=0
+	/usr/bin/time -f '%e %U %S %M' -o "$f" -- "$@" || MEAS_RC=$?
+	# The last line is ours; a "Command exited with non-zero status" line
+	# may precede it.
+	read -r w u s m <<<"$(tail -n 1 "$f")" || true
+	rm -f "$f"
+	if [[ ${w:-} =~ ^[0-9.]+$ && ${u:-} =~ ^[0-9.]+$ && ${s:-} =~ ^[0-9.]+$ && ${m:-} =~ ^[0-9]+$ ]]; then
+		MEAS_WALL=$w
+		MEAS_CPU=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+		MEAS_RSS_KIB=$m
+	else
+		MEAS_WALL=0 MEAS_CPU=0 MEAS_RSS_KIB=0
+		((MEAS_RC != 0)) || MEAS_RC=127
+	fi
+	MEAS_LINE="wall_s=$MEAS_WALL cpu_s=$MEAS_CPU max_rss_kib=$MEAS_RSS_KIB rc=$MEAS_RC"
+	printf '%s\n' "$MEAS_LINE" >&2
+	return 0
+}

@@ -1,0 +1,240 @@
+//! Child programs (pg_dump, pg_restore, psql): spawned in their own process group with the
+//! connection in their environment (never on the command line), stderr collected concurrently
+//! into a bounded tail, and the whole group terminated if we give up on them.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+
+/// Lines of stderr kept for the error message.
+const STDERR_TAIL_LINES: usize = 20;
+/// Time a child gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Where PostgreSQL client programs are looked up: `$DBBACKUP_PG_BINDIR`, else `PATH`.
+pub fn pg_program(name: &str) -> PathBuf {
+    match std::env::var_os("DBBACKUP_PG_BINDIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// Process groups of the children alive right now, so that an interrupted run can take them
+/// down with it even while a thread is blocked reading one of them.
+static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// SIGTERM to every live child group, SIGKILL after the grace period. For Ctrl-C / SIGTERM.
+pub fn terminate_all() {
+    let groups: Vec<i32> = LIVE_GROUPS.lock().unwrap().clone();
+    if groups.is_empty() {
+        return;
+    }
+    for g in &groups {
+        let _ = killpg(Pid::from_raw(*g), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + GRACE;
+    while Instant::now() < deadline && !LIVE_GROUPS.lock().unwrap().is_empty() {
+        thread::sleep(Duration::from_millis(50));
+    }
+    for g in LIVE_GROUPS.lock().unwrap().iter() {
+        let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
+    }
+}
+
+fn unregister(pid: u32) {
+    LIVE_GROUPS.lock().unwrap().retain(|g| *g != pid as i32);
+}
+
+/// A running child program.
+pub struct Child {
+    inner: std::process::Child,
+    program: String,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_reader: Option<thread::JoinHandle<()>>,
+    reaped: bool,
+}
+
+impl Child {
+    /// Spawns `program args` with `env` added, in a new process group. stdout/stdin as given;
+    /// stderr is always captured.
+    pub fn spawn(
+        program: &str,
+        args: &[OsString],
+        env: &[(String, String)],
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<Child> {
+        let path = pg_program(program);
+        let mut cmd = Command::new(&path);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut inner = cmd.spawn().map_err(|e| Error::Child {
+            program: program.to_string(),
+            status: "could not start".to_string(),
+            stderr: format!("{}: {e}", path.display()),
+        })?;
+        LIVE_GROUPS.lock().unwrap().push(inner.id() as i32);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr = inner.stderr.take().expect("piped");
+        let tail2 = tail.clone();
+        let stderr_reader = thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut t = tail2.lock().unwrap();
+                if t.len() == STDERR_TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+        Ok(Child {
+            inner,
+            program: program.to_string(),
+            tail,
+            stderr_reader: Some(stderr_reader),
+            reaped: false,
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.inner.id()
+    }
+
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.inner.stdout.take()
+    }
+
+    pub fn stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.inner.stdin.take()
+    }
+
+    /// The last lines the child wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Waits for the child; a non-zero exit or a signal is an error carrying the stderr tail.
+    pub fn wait(mut self) -> Result<()> {
+        let status = self.inner.wait().map_err(|e| Error::Child {
+            program: self.program.clone(),
+            status: "wait failed".into(),
+            stderr: e.to_string(),
+        })?;
+        self.reaped = true;
+        unregister(self.inner.id());
+        if let Some(h) = self.stderr_reader.take() {
+            let _ = h.join();
+        }
+        check_status(&self.program, status, &self.stderr_tail())
+    }
+
+    /// SIGTERM to the whole group, SIGKILL after a grace period; reaps the child.
+    pub fn terminate(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let group = Pid::from_raw(self.inner.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.inner.try_wait() {
+                self.reaped = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        // Grandchildren (pg_restore -j workers) share the group: kill it even if the leader left.
+        let _ = killpg(group, Signal::SIGKILL);
+        if !self.reaped {
+            let _ = self.inner.wait();
+            self.reaped = true;
+        }
+        unregister(self.inner.id());
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // A child we stopped caring about (error, timeout, Ctrl-C) must not outlive us.
+        if !self.reaped {
+            self.terminate();
+        }
+    }
+}
+
+fn check_status(program: &str, status: ExitStatus, stderr: &str) -> Result<()> {
+    if status.success() {
+        return Ok(());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let status = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    };
+    Err(Error::Child {
+        program: program.to_string(),
+        status,
+        stderr: stderr.to_string(),
+    })
+}
+
+/// `program --version`, e.g. "pg_dump (PostgreSQL) 15.18" → (150018, "15.18").
+pub fn tool_version(program: &str) -> Result<(i32, String)> {
+    let path = pg_program(program);
+    let out = Command::new(&path).arg("--version").output().map_err(|e| Error::Child {
+        program: program.to_string(),
+        status: "could not start".into(),
+        stderr: format!("{}: {e}", path.display()),
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .unwrap_or("")
+        .to_string();
+    Ok((version_num(&version), version))
+}
+
+/// "15.18" → 150018, "9.6.24" → 90624 (as `server_version_num`).
+pub fn version_num(v: &str) -> i32 {
+    let parts: Vec<i32> = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0))
+        .collect();
+    match parts.as_slice() {
+        [major, minor, ..] if *major >= 10 => major * 10000 + minor,
+        [major] => major * 10000,
+        [major, minor, patch, ..] => major * 10000 + minor * 100 + patch,
+        [major, minor] => major * 10000 + minor * 100,
+        [] => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_numbers() {
+        assert_eq!(version_num("15.18"), 150018);
+        assert_eq!(version_num("16beta1"), 160001);
+        assert_eq!(version_num("9.6.24"), 90624);
+    }
+}

@@ -1,0 +1,177 @@
+//! The library's one error type.
+//!
+//! Rules, in the spirit of rustic_core's error module:
+//! - Every error says *what* failed and *where* (database, table, chunk file, path, child program).
+//! - Server errors keep their message and SQLSTATE; the CLI prints the chain on one line.
+//! - [`Error::is_retryable`] tells a retry loop whether a new attempt can help (connection lost,
+//!   backend terminated, serialization failure) or not (permission denied, undefined table).
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or an option combination is unusable (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+
+    /// Could not open a connection.
+    #[error("cannot connect to {target}: {}", pg_message(.source))]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A statement failed; `what` says which step and on which object.
+    #[error("{what}: {}", pg_message(.source))]
+    Query {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A file system operation failed.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The manifest cannot be read or does not describe a usable backup.
+    #[error("manifest {}: {msg}", .path.display())]
+    Manifest { path: PathBuf, msg: String },
+
+    /// A chunk or schema file does not match what the manifest promises.
+    #[error("{}: {msg}", .path.display())]
+    Corrupt { path: PathBuf, msg: String },
+
+    /// A child program (pg_dump, pg_restore, psql) failed.
+    #[error("{program} failed ({status}){}", stderr_suffix(.stderr))]
+    Child {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// The target of a restore (or the output directory of a backup) is not in a state we may touch.
+    #[error("{0}")]
+    Refused(String),
+
+    /// A step took longer than allowed.
+    #[error("{what}: timeout after {after}")]
+    Timeout { what: String, after: String },
+
+    /// Several independent failures (verify reports every problem it finds).
+    #[error("{} problem(s) found:\n{}", .0.len(), join_lines(.0))]
+    Many(Vec<Error>),
+
+    /// The job was interrupted (Ctrl-C / SIGTERM).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn query(what: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        Error::Query {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn manifest(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Manifest {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// True when a new attempt on a fresh connection may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Query { source, .. } => pg_retryable(source),
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE of a server error, if this is one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Error::Connect { source, .. } | Error::Query { source, .. } => {
+                source.as_db_error().map(|e| e.code().code())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Connection-level failures and the SQLSTATEs a retry can cure.
+fn pg_retryable(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => matches!(
+            db.code().code(),
+            // admin_shutdown, crash_shutdown, cannot_connect_now, serialization_failure,
+            // deadlock_detected, lock_not_available, connection exceptions (08xxx)
+            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03"
+        ) || db.code().code().starts_with("08"),
+        // No server error: the socket closed or an I/O error happened.
+        None => e.is_closed() || std::error::Error::source(e).is_some(),
+    }
+}
+
+/// "ERROR: message (SQLSTATE 42P01)" for server errors, the driver's text otherwise.
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                s.push_str(&format!("; detail: {detail}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(&format!(": {inner}"));
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let t = stderr.trim();
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", t.replace('\n', " | "))
+    }
+}
+
+fn join_lines(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,25 @@
+//! dbbackup: parallel, chunked, checksummed logical backups of PostgreSQL.
+//!
+//! The modules follow the data: [`probe`] → [`plan`] → dump ([`backup`], [`copy`], [`largeobj`],
+//! [`pgdump`]) → [`sink`] / [`compress`] → [`chunk`] / [`manifest`]. [`restore`] and [`verify`]
+//! read the same manifest and chunk types.
+
+pub mod backup;
+pub mod child;
+pub mod chunk;
+pub mod compress;
+pub mod conn;
+pub mod copy;
+pub mod copyfmt;
+pub mod error;
+pub mod largeobj;
+pub mod manifest;
+pub mod pgdump;
+pub mod plan;
+pub mod probe;
+pub mod progress;
+pub mod restore;
+pub mod sink;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,0 +1,73 @@
+//! dbbackup's command line: a thin layer over the engine library.
+//!
+//! `main` parses, dispatches, and turns the one error into one line on stderr, prefixed with
+//! the program name. Exit status: 0 success, 1 the job failed, 2 bad usage.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use cli::args::{BackupCommand, Cli, Command};
+use dbbackup::conn::ConnParams;
+use dbbackup::Error;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let cancel = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let job = run(cli, cancel.clone());
+        tokio::pin!(job);
+        tokio::select! {
+            r = &mut job => r,
+            _ = shutdown_signal() => {
+                eprintln!("dbbackup: interrupted, stopping");
+                cancel.cancel();
+                // Let the job record its failure in the manifest, but not forever.
+                match tokio::time::timeout(std::time::Duration::from_secs(15), job).await {
+                    Ok(r) => r.and(Err(Error::Interrupted)),
+                    Err(_) => Err(Error::Interrupted),
+                }
+            }
+        }
+    });
+    // Children run in their own process groups: a terminal's Ctrl-C does not reach them.
+    dbbackup::child::terminate_all();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dbbackup: error: {}", e.to_string().replace('\n', "\n  "));
+            match e {
+                Error::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
+    let conn = ConnParams::resolve(&cli.conn)?;
+    match cli.command {
+        Command::Backup(BackupCommand::Single(args)) => cli::commands::backup_single(&conn, args, cancel).await,
+        Command::Verify(args) => cli::commands::verify(args),
+        Command::Restore(args) => cli::commands::restore(&conn, args, cancel).await,
+    }
+}
+

@@ -1,0 +1,558 @@
+//! `restore`: rebuilds a database from a manifest.
+//!
+//! Order: pre-data schema (pg_restore, which also creates large objects with their owners,
+//! ACLs and comments), then every chunk in parallel with `COPY ... FROM STDIN` (several chunks
+//! of one table may load at once, each in its own transaction), large-object data, post-data
+//! (indexes, constraints, triggers, matview refresh; `pg_restore -j`), sequence values, ANALYZE,
+//! and with `--create` the database's own settings last, so that a setting such as
+//! `default_transaction_read_only = on` cannot break the restore itself.
+//!
+//! Each chunk's SHA-256 is checked as it streams; a mismatch aborts that chunk's COPY (its
+//! transaction rolls back) and stops the restore with the file and table named.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::child::Child;
+use crate::chunk::ChunkReader;
+use crate::conn::ConnParams;
+use crate::copy::copy_in_sql;
+use crate::error::{Error, Result};
+use crate::manifest::{quote_ident, quote_literal, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table};
+use crate::progress::Progress;
+use crate::verify::{verify_chunk, Payload};
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub dir: PathBuf,
+    pub target: String,
+    pub create: bool,
+    pub clean: bool,
+    pub jobs: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreSummary {
+    pub tables: u64,
+    pub rows: u64,
+    pub chunks: u64,
+    pub raw_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// A unit of loading work.
+#[derive(Clone)]
+enum Load {
+    Rows { table: usize, chunk: Chunk },
+    LargeObjects { chunk: Chunk },
+}
+
+impl Load {
+    fn chunk(&self) -> &Chunk {
+        match self {
+            Load::Rows { chunk, .. } | Load::LargeObjects { chunk } => chunk,
+        }
+    }
+}
+
+pub async fn restore_database(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<RestoreSummary> {
+    let manifest = Manifest::load(&opts.dir)?;
+    if manifest.status != Status::Complete {
+        return Err(Error::Refused(format!(
+            "the backup in {} is not complete (status {:?}{}); it cannot be restored",
+            opts.dir.display(),
+            manifest.status,
+            manifest.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        )));
+    }
+    if manifest.strategy.kind != StrategyKind::Native {
+        return Err(Error::Refused(format!(
+            "restoring {} backups is not supported by this build",
+            manifest.strategy.kind.as_str()
+        )));
+    }
+    let mut summary = RestoreSummary::default();
+    if !manifest.consistent {
+        let w = "warning: this backup is not consistent: its units were read in different snapshots".to_string();
+        progress.note(&w);
+        summary.warnings.push(w);
+    }
+    // The schema archives are small: check them before anything touches the target.
+    for s in &manifest.schema {
+        verify_chunk(&opts.dir, &s.chunk, Payload::Opaque)?;
+    }
+
+    prepare_target(conn, opts, &manifest.database).await?;
+    let target = conn.connect(&opts.target).await?;
+    if opts.clean && !opts.create {
+        drop_foreign_keys(&target.client, &manifest).await?;
+    }
+
+    let mut pre = vec!["--section=pre-data".into(), "--exit-on-error".into()];
+    if opts.clean && !opts.create {
+        pre.push("--clean".into());
+        pre.push("--if-exists".into());
+    }
+    pg_restore(conn, &opts.dir, &opts.target, &manifest, "pre-data", pre)?;
+
+    load_data(conn, opts, &manifest, &progress, &cancel, &mut summary).await?;
+
+    let post = vec![
+        "--section=post-data".into(),
+        format!("--jobs={}", opts.jobs.max(1)).into(),
+    ];
+    pg_restore(conn, &opts.dir, &opts.target, &manifest, "post-data", post)?;
+
+    set_sequences(&target.client, &manifest).await?;
+    target
+        .client
+        .batch_execute("ANALYZE")
+        .await
+        .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
+    if opts.create {
+        apply_database_properties(conn, &opts.target, &manifest.database).await?;
+    }
+    summary.tables = manifest.tables.len() as u64;
+    Ok(summary)
+}
+
+/// Creates the target (`--create`) or checks that it may be written to.
+async fn prepare_target(conn: &ConnParams, opts: &RestoreOptions, db: &DatabaseInfo) -> Result<()> {
+    let maint = conn.connect(&conn.maintenance_db).await?;
+    let exists = maint
+        .client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&opts.target])
+        .await
+        .map_err(|e| Error::query("looking up the target database", e))?
+        .is_some();
+    if opts.create {
+        if exists {
+            if !opts.clean {
+                return Err(Error::Refused(format!(
+                    "database {:?} already exists; add --clean to drop and recreate it, or restore into it without --create",
+                    opts.target
+                )));
+            }
+            maint
+                .client
+                .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote_ident(&opts.target)))
+                .await
+                .map_err(|e| Error::query(format!("dropping database {:?} (--clean)", opts.target), e))?;
+        }
+        let version: i32 = maint
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .map_err(|e| Error::query("reading server version", e))?
+            .get(0);
+        maint
+            .client
+            .batch_execute(&create_database_sql(&opts.target, db, version))
+            .await
+            .map_err(|e| Error::query(format!("creating database {:?}", opts.target), e))?;
+        return Ok(());
+    }
+    if !exists {
+        return Err(Error::Refused(format!(
+            "target database {:?} does not exist; add --create to create it",
+            opts.target
+        )));
+    }
+    if opts.clean {
+        return Ok(());
+    }
+    let target = conn.connect(&opts.target).await?;
+    let row = target
+        .client
+        .query_one(
+            "SELECT count(*), min(format('%I.%I', n.nspname, c.relname))
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::query("checking that the target is empty", e))?;
+    let count: i64 = row.get(0);
+    if count > 0 {
+        let example: String = row.get(1);
+        return Err(Error::Refused(format!(
+            "target database {:?} is not empty ({count} relations, e.g. {example}); add --clean to replace the backup's objects, or restore into a new database with --create",
+            opts.target
+        )));
+    }
+    Ok(())
+}
+
+fn create_database_sql(target: &str, db: &DatabaseInfo, server_version: i32) -> String {
+    let mut sql = format!(
+        "CREATE DATABASE {} WITH TEMPLATE = template0 ENCODING = {} LC_COLLATE = {} LC_CTYPE = {}",
+        quote_ident(target),
+        quote_literal(&db.encoding),
+        quote_literal(&db.collate),
+        quote_literal(&db.ctype)
+    );
+    if server_version >= 150000 {
+        let provider = if db.locale_provider == "i" { "icu" } else { "libc" };
+        sql.push_str(&format!(" LOCALE_PROVIDER = {provider}"));
+        if let Some(icu) = &db.icu_locale {
+            sql.push_str(&format!(" ICU_LOCALE = {}", quote_literal(icu)));
+        }
+    }
+    if !db.owner.is_empty() {
+        sql.push_str(&format!(" OWNER = {}", quote_ident(&db.owner)));
+    }
+    sql
+}
+
+/// Settings whose values are lists that `SET` takes unquoted (as pg_dump treats them).
+const LIST_SETTINGS: &[&str] = &[
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "shared_preload_libraries",
+];
+
+/// Comment, grants, connection limit and settings of the source database, applied last.
+pub async fn apply_database_properties(conn: &ConnParams, target: &str, db: &DatabaseInfo) -> Result<()> {
+    let maint = conn.connect(&conn.maintenance_db).await?;
+    let name = quote_ident(target);
+    let mut stmts = Vec::new();
+    if let Some(c) = &db.comment {
+        stmts.push(format!("COMMENT ON DATABASE {name} IS {}", quote_literal(c)));
+    }
+    if !db.default_acl {
+        stmts.push(format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC"));
+        if !db.owner.is_empty() {
+            stmts.push(format!("REVOKE ALL ON DATABASE {name} FROM {}", quote_ident(&db.owner)));
+        }
+        for g in &db.grants {
+            let grantee = if g.grantee == "PUBLIC" {
+                "PUBLIC".to_string()
+            } else {
+                quote_ident(&g.grantee)
+            };
+            stmts.push(format!(
+                "GRANT {} ON DATABASE {name} TO {grantee}{}",
+                g.privilege,
+                if g.grantable { " WITH GRANT OPTION" } else { "" }
+            ));
+        }
+    }
+    if db.connection_limit != -1 {
+        stmts.push(format!("ALTER DATABASE {name} CONNECTION LIMIT {}", db.connection_limit));
+    }
+    for s in &db.settings {
+        let value = if LIST_SETTINGS.contains(&s.name.as_str()) {
+            s.value.clone()
+        } else {
+            quote_literal(&s.value)
+        };
+        let target_clause = match &s.role {
+            Some(role) => format!("ALTER ROLE {} IN DATABASE {name}", quote_ident(role)),
+            None => format!("ALTER DATABASE {name}"),
+        };
+        stmts.push(format!("{target_clause} SET {} TO {value}", quote_ident(&s.name)));
+    }
+    for sql in stmts {
+        maint
+            .client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| Error::query(format!("applying database property ({sql})"), e))?;
+    }
+    Ok(())
+}
+
+/// `--clean` into an existing database: foreign keys touching the backup's tables are dropped
+/// first, so that pg_restore's `DROP TABLE IF EXISTS` does not trip over them. Post-data
+/// recreates them.
+async fn drop_foreign_keys(client: &Client, manifest: &Manifest) -> Result<()> {
+    let names: Vec<String> = manifest.tables.iter().map(|t| t.qualified()).collect();
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(con.conname)
+             FROM pg_constraint con
+             JOIN pg_class c ON c.oid = con.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_class r ON r.oid = con.confrelid
+             JOIN pg_namespace rn ON rn.oid = r.relnamespace
+             WHERE con.contype = 'f'
+               AND (format('%I.%I', n.nspname, c.relname) = ANY($1)
+                    OR format('%I.%I', rn.nspname, r.relname) = ANY($1))",
+            &[&names],
+        )
+        .await
+        .map_err(|e| Error::query("listing foreign keys to drop (--clean)", e))?;
+    for r in rows {
+        let table: String = r.get(0);
+        let name: String = r.get(1);
+        client
+            .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"))
+            .await
+            .map_err(|e| Error::query(format!("dropping foreign key {name} on {table} (--clean)"), e))?;
+    }
+    Ok(())
+}
+
+/// libpq conninfo naming just the database; everything else comes from the environment.
+fn dbname_conninfo(db: &str) -> String {
+    format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Runs pg_restore for one schema section of the backup into `target`.
+fn pg_restore(
+    conn: &ConnParams,
+    dir: &std::path::Path,
+    target: &str,
+    manifest: &Manifest,
+    section: &str,
+    mut args: Vec<OsString>,
+) -> Result<()> {
+    let Some(file) = manifest.schema.iter().find(|s| s.section == section) else {
+        return Err(Error::Refused(format!("the manifest lists no {section} schema file")));
+    };
+    args.push("--no-password".into());
+    args.push(format!("--dbname={}", dbname_conninfo(target)).into());
+    args.push(dir.join(&file.chunk.file).into_os_string());
+    Child::spawn("pg_restore", &args, &conn.child_env(target), Stdio::null(), Stdio::null())?.wait()
+}
+
+async fn set_sequences(client: &Client, manifest: &Manifest) -> Result<()> {
+    for s in &manifest.sequences {
+        let name = format!("{}.{}", quote_ident(&s.schema), quote_ident(&s.name));
+        client
+            .query_one(
+                "SELECT pg_catalog.setval($1::regclass, $2, $3)",
+                &[&name, &s.last_value, &s.is_called],
+            )
+            .await
+            .map_err(|e| Error::query(format!("setting sequence {}.{}", s.schema, s.name), e))?;
+    }
+    Ok(())
+}
+
+async fn load_data(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    manifest: &Manifest,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+    summary: &mut RestoreSummary,
+) -> Result<()> {
+    let mut loads: Vec<Load> = Vec::new();
+    for (i, t) in manifest.tables.iter().enumerate() {
+        loads.extend(t.chunks().cloned().map(|chunk| Load::Rows { table: i, chunk }));
+    }
+    loads.extend(manifest.large_objects.chunks.iter().cloned().map(|chunk| Load::LargeObjects { chunk }));
+    // Largest first, as in backup: the longest loads must not start last.
+    loads.sort_by(|a, b| b.chunk().raw_bytes.cmp(&a.chunk().raw_bytes));
+    summary.chunks = loads.len() as u64;
+    summary.raw_bytes = loads.iter().map(|l| l.chunk().raw_bytes).sum();
+    summary.rows = manifest.tables.iter().map(|t| t.rows()).sum();
+    progress.start("restore", summary.raw_bytes);
+
+    let workers = opts.jobs.max(1).min(loads.len().max(1));
+    let queue = Arc::new(Mutex::new(VecDeque::from(loads)));
+    let tables = Arc::new(manifest.tables.clone());
+    let mut set = JoinSet::new();
+    for worker in 0..workers {
+        let conn = conn.clone();
+        let target = opts.target.clone();
+        let root = opts.dir.clone();
+        let queue = queue.clone();
+        let tables = tables.clone();
+        let progress = progress.clone();
+        set.spawn(async move {
+            let session = conn.connect(&target).await?;
+            loop {
+                let next = queue.lock().unwrap().pop_front();
+                let Some(load) = next else { break };
+                match &load {
+                    Load::Rows { table, chunk } => {
+                        let t = &tables[*table];
+                        progress.worker_busy(worker, &t.display_name());
+                        load_rows(&session.client, &root, t, chunk, &progress).await?;
+                    }
+                    Load::LargeObjects { chunk } => {
+                        progress.worker_busy(worker, "large objects");
+                        load_large_objects(&session.client, &root, chunk, &progress).await?;
+                    }
+                }
+                progress.worker_idle(worker);
+            }
+            Ok::<(), Error>(())
+        });
+    }
+    let mut failure = None;
+    loop {
+        tokio::select! {
+            r = set.join_next() => match r {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => { failure = Some(e); break; }
+                Some(Err(join)) => { failure = Some(Error::Refused(format!("restore worker crashed: {join}"))); break; }
+            },
+            _ = cancel.cancelled() => { failure = Some(Error::Interrupted); break; }
+        }
+    }
+    set.abort_all();
+    while set.join_next().await.is_some() {}
+    progress.finish();
+    failure.map_or(Ok(()), Err)
+}
+
+/// Reads a chunk on a plain thread and hands its payload over in pieces; the last message
+/// says whether size and checksum matched.
+fn spawn_chunk_reader(root: PathBuf, chunk: Chunk) -> mpsc::Receiver<Result<Option<Bytes>>> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let run = || -> Result<()> {
+            let mut reader = ChunkReader::open(&root, &chunk)?;
+            loop {
+                let mut buf = vec![0u8; 256 * 1024];
+                let n = reader
+                    .read(&mut buf)
+                    .map_err(|e| Error::corrupt(root.join(&chunk.file), e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if tx.blocking_send(Ok(Some(Bytes::from(buf)))).is_err() {
+                    return Ok(());
+                }
+            }
+            reader.finish()
+        };
+        let last = run().map(|()| None);
+        let _ = tx.blocking_send(last);
+    });
+    rx
+}
+
+async fn load_rows(client: &Client, root: &std::path::Path, table: &Table, chunk: &Chunk, progress: &Arc<dyn Progress>) -> Result<()> {
+    let what = || format!("loading {} into table {}", chunk.file, table.display_name());
+    client.batch_execute("BEGIN").await.map_err(|e| Error::query(what(), e))?;
+    let sink = client
+        .copy_in::<_, Bytes>(copy_in_sql(table).as_str())
+        .await
+        .map_err(|e| Error::query(what(), e))?;
+    futures_util::pin_mut!(sink);
+    let mut rx = spawn_chunk_reader(root.to_path_buf(), chunk.clone());
+    let mut outcome: Result<()> = Err(Error::Refused(format!("{}: reader stopped", what())));
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Ok(Some(bytes)) => {
+                let n = bytes.len() as u64;
+                if let Err(e) = sink.send(bytes).await {
+                    outcome = Err(Error::query(what(), e));
+                    break;
+                }
+                progress.add_bytes(n);
+            }
+            Ok(None) => {
+                outcome = Ok(());
+                break;
+            }
+            Err(e) => {
+                outcome = Err(Error::Refused(format!("{}: {e}", what())));
+                break;
+            }
+        }
+    }
+    match outcome {
+        Ok(()) => {
+            let rows = sink.as_mut().finish().await.map_err(|e| Error::query(what(), e))?;
+            if rows != chunk.rows {
+                return Err(Error::corrupt(
+                    root.join(&chunk.file),
+                    format!("loaded {rows} rows into {}, the manifest says {}", table.display_name(), chunk.rows),
+                ));
+            }
+            client.batch_execute("COMMIT").await.map_err(|e| Error::query(what(), e))
+        }
+        Err(e) => {
+            // Dropping the sink unfinished aborts the COPY; nothing of this chunk commits.
+            drop(sink);
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+async fn load_large_objects(client: &Client, root: &std::path::Path, chunk: &Chunk, progress: &Arc<dyn Progress>) -> Result<()> {
+    let path = root.join(&chunk.file);
+    let what = || format!("loading large objects from {}", chunk.file);
+    client.batch_execute("BEGIN").await.map_err(|e| Error::query(what(), e))?;
+    let put = client
+        .prepare("SELECT pg_catalog.lo_put($1::oid, $2::bigint, $3::bytea)")
+        .await
+        .map_err(|e| Error::query(what(), e))?;
+    let (tx, mut rx) = mpsc::channel::<Result<Option<crate::largeobj::Record>>>(4);
+    {
+        let root = root.to_path_buf();
+        let chunk = chunk.clone();
+        tokio::task::spawn_blocking(move || {
+            let run = || -> Result<()> {
+                let mut reader = ChunkReader::open(&root, &chunk)?;
+                loop {
+                    let rec = crate::largeobj::read_record(&mut reader)
+                        .map_err(|e| Error::corrupt(root.join(&chunk.file), e.to_string()))?;
+                    let Some(rec) = rec else { break };
+                    if tx.blocking_send(Ok(Some(rec))).is_err() {
+                        return Ok(());
+                    }
+                }
+                reader.finish()
+            };
+            let last = run().map(|()| None);
+            let _ = tx.blocking_send(last);
+        });
+    }
+    let mut records = 0u64;
+    loop {
+        match rx.recv().await {
+            Some(Ok(Some(rec))) => {
+                let data: &[u8] = &rec.data;
+                client
+                    .query_one(&put, &[&rec.oid, &(rec.offset as i64), &data])
+                    .await
+                    .map_err(|e| Error::query(format!("{}: large object {}", what(), rec.oid), e))?;
+                records += 1;
+                progress.add_bytes(rec.data.len() as u64 + 16);
+            }
+            Some(Ok(None)) => break,
+            Some(Err(e)) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+            None => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(Error::corrupt(&path, "reader stopped early"));
+            }
+        }
+    }
+    if records != chunk.rows {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(Error::corrupt(&path, format!("holds {records} records, the manifest says {}", chunk.rows)));
+    }
+    client.batch_execute("COMMIT").await.map_err(|e| Error::query(what(), e))
+}
