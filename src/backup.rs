@@ -114,10 +114,21 @@ pub async fn backup_database(
         .get(0);
     let sequences = read_sequences(client, &found).await?;
 
-    let mut manifest = initial_manifest(&found, dbname, &snapshot, opts, &pg_dump_version, sequences);
+    let mut manifest =
+        initial_manifest(&found, dbname, &snapshot, opts, &pg_dump_version, sequences);
     manifest.store(&opts.out)?;
 
-    let outcome = run_jobs(conn, dbname, &snapshot, opts, &found, &mut manifest, progress.clone(), cancel).await;
+    let outcome = run_jobs(
+        conn,
+        dbname,
+        &snapshot,
+        opts,
+        &found,
+        &mut manifest,
+        progress.clone(),
+        cancel,
+    )
+    .await;
     manifest.totals.duration_secs = started.elapsed().as_secs_f64();
     manifest.finished_at = Some(now_rfc3339());
     manifest.recompute_totals();
@@ -144,7 +155,10 @@ pub async fn backup_database(
 /// ACCESS SHARE on every table, one at a time so a timeout names the table that is blocked.
 async fn lock_tables(client: &Client, found: &Probe, timeout: Duration) -> Result<()> {
     client
-        .batch_execute(&format!("SET LOCAL lock_timeout = {}", timeout.as_millis().max(1)))
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            timeout.as_millis().max(1)
+        ))
         .await
         .map_err(|e| Error::query("setting lock_timeout", e))?;
     for t in &found.tables {
@@ -306,7 +320,9 @@ async fn run_jobs(
                 .iter()
                 .map(|section| {
                     let rel = format!("schema/{section}.dump");
-                    let chunk = crate::pgdump::dump_schema_section(&conn, &dbname, &snapshot, section, &root, &rel)?;
+                    let chunk = crate::pgdump::dump_schema_section(
+                        &conn, &dbname, &snapshot, section, &root, &rel,
+                    )?;
                     Ok(SchemaFile {
                         section: section.to_string(),
                         chunk,
@@ -456,7 +472,8 @@ impl WorkerCtx {
             let chunks = match &job {
                 Job::Unit(u) => {
                     let table = &self.tables[u.table];
-                    self.progress.worker_busy(self.worker, &table.display_name());
+                    self.progress
+                        .worker_busy(self.worker, &table.display_name());
                     let sink = SinkConfig {
                         root: self.opts.out.clone(),
                         dir: format!("data/{}", table.oid),
@@ -479,7 +496,8 @@ impl WorkerCtx {
                         level: self.opts.level,
                         threads: 0,
                     };
-                    crate::largeobj::dump(client, sink, self.opts.chunk_size, &self.progress).await?
+                    crate::largeobj::dump(client, sink, self.opts.chunk_size, &self.progress)
+                        .await?
                 }
             };
             self.progress.worker_idle(self.worker);

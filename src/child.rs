@@ -125,7 +125,13 @@ impl Child {
 
     /// The last lines the child wrote to stderr.
     pub fn stderr_tail(&self) -> String {
-        self.tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+        self.tail
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Waits for the child; a non-zero exit or a signal is an error carrying the stderr tail.
@@ -197,11 +203,14 @@ fn check_status(program: &str, status: ExitStatus, stderr: &str) -> Result<()> {
 /// `program --version`, e.g. "pg_dump (PostgreSQL) 15.18" → (150018, "15.18").
 pub fn tool_version(program: &str) -> Result<(i32, String)> {
     let path = pg_program(program);
-    let out = Command::new(&path).arg("--version").output().map_err(|e| Error::Child {
-        program: program.to_string(),
-        status: "could not start".into(),
-        stderr: format!("{}: {e}", path.display()),
-    })?;
+    let out = Command::new(&path)
+        .arg("--version")
+        .output()
+        .map_err(|e| Error::Child {
+            program: program.to_string(),
+            status: "could not start".into(),
+            stderr: format!("{}: {e}", path.display()),
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let version = text
         .split_whitespace()

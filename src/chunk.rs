@@ -102,7 +102,11 @@ impl ChunkWriter {
     pub fn finish(mut self, rows: u64) -> Result<Chunk> {
         let enc = self.encoder.take().expect("not finished");
         let hashing = enc.finish().map_err(|e| self.write_error(e))?;
-        let HashingWriter { inner, hasher, bytes } = hashing;
+        let HashingWriter {
+            inner,
+            hasher,
+            bytes,
+        } = hashing;
         let file = inner
             .into_inner()
             .map_err(|e| self.write_error(e.into_error()))?;
@@ -221,7 +225,10 @@ impl ChunkReader {
         if digest != self.expected.sha256 {
             return Err(Error::corrupt(
                 &self.path,
-                format!("SHA-256 mismatch: file has {digest}, manifest says {}", self.expected.sha256),
+                format!(
+                    "SHA-256 mismatch: file has {digest}, manifest says {}",
+                    self.expected.sha256
+                ),
             ));
         }
         Ok(())
@@ -231,7 +238,10 @@ impl ChunkReader {
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.decoder.read(buf).map_err(|e| {
-            io::Error::new(e.kind(), format!("decompressing {}: {e}", self.path.display()))
+            io::Error::new(
+                e.kind(),
+                format!("decompressing {}: {e}", self.path.display()),
+            )
         })
     }
 }

@@ -90,9 +90,12 @@ pub async fn dump_unit(
             let data = data.map_err(|e| Error::query(what(), e))?;
             batch_bytes += data.len();
             let before = batch.len();
-            splitter
-                .push(data, &mut batch)
-                .map_err(|e| Error::Refused(format!("{}: server sent a malformed COPY stream: {e}", what())))?;
+            splitter.push(data, &mut batch).map_err(|e| {
+                Error::Refused(format!(
+                    "{}: server sent a malformed COPY stream: {e}",
+                    what()
+                ))
+            })?;
             let cut = batch[before..]
                 .iter()
                 .any(|p| matches!(p, Piece::EndChunk { .. }));

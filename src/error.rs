@@ -126,12 +126,14 @@ impl Error {
 /// Connection-level failures and the SQLSTATEs a retry can cure.
 fn pg_retryable(e: &tokio_postgres::Error) -> bool {
     match e.as_db_error() {
-        Some(db) => matches!(
-            db.code().code(),
-            // admin_shutdown, crash_shutdown, cannot_connect_now, serialization_failure,
-            // deadlock_detected, lock_not_available, connection exceptions (08xxx)
-            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03"
-        ) || db.code().code().starts_with("08"),
+        Some(db) => {
+            matches!(
+                db.code().code(),
+                // admin_shutdown, crash_shutdown, cannot_connect_now, serialization_failure,
+                // deadlock_detected, lock_not_available, connection exceptions (08xxx)
+                "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03"
+            ) || db.code().code().starts_with("08")
+        }
         // No server error: the socket closed or an I/O error happened.
         None => e.is_closed() || std::error::Error::source(e).is_some(),
     }
@@ -141,7 +143,12 @@ fn pg_retryable(e: &tokio_postgres::Error) -> bool {
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
-            let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            let mut s = format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
             if let Some(detail) = db.detail() {
                 s.push_str(&format!("; detail: {detail}"));
             }

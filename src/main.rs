@@ -65,9 +65,10 @@ async fn shutdown_signal() {
 async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
     let conn = ConnParams::resolve(&cli.conn)?;
     match cli.command {
-        Command::Backup(BackupCommand::Single(args)) => cli::commands::backup_single(&conn, args, cancel).await,
+        Command::Backup(BackupCommand::Single(args)) => {
+            cli::commands::backup_single(&conn, args, cancel).await
+        }
         Command::Verify(args) => cli::commands::verify(args),
         Command::Restore(args) => cli::commands::restore(&conn, args, cancel).await,
     }
 }
-

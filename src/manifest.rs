@@ -297,14 +297,17 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
         let text = fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::manifest(&path, "not found: is this a dbbackup backup directory?"),
+            std::io::ErrorKind::NotFound => {
+                Error::manifest(&path, "not found: is this a dbbackup backup directory?")
+            }
             _ => Error::io("reading", &path, e),
         })?;
         let probe: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| Error::manifest(&path, format!("not valid JSON: {e}")))?;
-        let version = probe.get("format_version").and_then(|v| v.as_u64()).ok_or_else(|| {
-            Error::manifest(&path, "not a dbbackup manifest (no format_version)")
-        })?;
+        let version = probe
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| Error::manifest(&path, "not a dbbackup manifest (no format_version)"))?;
         if version > u64::from(FORMAT_VERSION) {
             return Err(Error::manifest(
                 &path,
@@ -353,8 +356,7 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// A manifest must never make us read or write outside the backup directory.
 fn check_relative(file: &str) -> std::result::Result<(), String> {
     let p = PathBuf::from(file);
-    let ok = !file.is_empty()
-        && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = !file.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
     if ok {
         Ok(())
     } else {

@@ -140,7 +140,11 @@ pub async fn probe(client: &Client, dbname: &str) -> Result<Probe> {
         .await
         .map_err(q("counting large objects"))?;
     let large_object_count: i64 = lo.get(0);
-    let large_object_bytes: i64 = if large_object_count == 0 { 0 } else { lo.get(1) };
+    let large_object_bytes: i64 = if large_object_count == 0 {
+        0
+    } else {
+        lo.get(1)
+    };
     Ok(Probe {
         server_version,
         server_version_num,
@@ -162,10 +166,12 @@ async fn database_info(client: &Client, dbname: &str, version: i32) -> Result<Da
     };
     let row = client
         .query_one(
-            &format!("SELECT d.datname, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
+            &format!(
+                "SELECT d.datname, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
                     {locale_cols}, pg_get_userbyid(d.datdba),
                     d.datconnlimit, shobj_description(d.oid, 'pg_database'), d.datacl IS NULL
-             FROM pg_database d WHERE d.datname = current_database()"),
+             FROM pg_database d WHERE d.datname = current_database()"
+            ),
             &[],
         )
         .await

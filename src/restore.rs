@@ -29,7 +29,9 @@ use crate::chunk::ChunkReader;
 use crate::conn::ConnParams;
 use crate::copy::copy_in_sql;
 use crate::error::{Error, Result};
-use crate::manifest::{quote_ident, quote_literal, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table};
+use crate::manifest::{
+    quote_ident, quote_literal, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table,
+};
 use crate::progress::Progress;
 use crate::verify::{verify_chunk, Payload};
 
@@ -78,7 +80,11 @@ pub async fn restore_database(
             "the backup in {} is not complete (status {:?}{}); it cannot be restored",
             opts.dir.display(),
             manifest.status,
-            manifest.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            manifest
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
         )));
     }
     if manifest.strategy.kind != StrategyKind::Native {
@@ -89,7 +95,9 @@ pub async fn restore_database(
     }
     let mut summary = RestoreSummary::default();
     if !manifest.consistent {
-        let w = "warning: this backup is not consistent: its units were read in different snapshots".to_string();
+        let w =
+            "warning: this backup is not consistent: its units were read in different snapshots"
+                .to_string();
         progress.note(&w);
         summary.warnings.push(w);
     }
@@ -137,7 +145,10 @@ async fn prepare_target(conn: &ConnParams, opts: &RestoreOptions, db: &DatabaseI
     let maint = conn.connect(&conn.maintenance_db).await?;
     let exists = maint
         .client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&opts.target])
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&opts.target],
+        )
         .await
         .map_err(|e| Error::query("looking up the target database", e))?
         .is_some();
@@ -151,9 +162,14 @@ async fn prepare_target(conn: &ConnParams, opts: &RestoreOptions, db: &DatabaseI
             }
             maint
                 .client
-                .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", quote_ident(&opts.target)))
+                .batch_execute(&format!(
+                    "DROP DATABASE {} WITH (FORCE)",
+                    quote_ident(&opts.target)
+                ))
                 .await
-                .map_err(|e| Error::query(format!("dropping database {:?} (--clean)", opts.target), e))?;
+                .map_err(|e| {
+                    Error::query(format!("dropping database {:?} (--clean)", opts.target), e)
+                })?;
         }
         let version: i32 = maint
             .client
@@ -210,7 +226,11 @@ fn create_database_sql(target: &str, db: &DatabaseInfo, server_version: i32) -> 
         quote_literal(&db.ctype)
     );
     if server_version >= 150000 {
-        let provider = if db.locale_provider == "i" { "icu" } else { "libc" };
+        let provider = if db.locale_provider == "i" {
+            "icu"
+        } else {
+            "libc"
+        };
         sql.push_str(&format!(" LOCALE_PROVIDER = {provider}"));
         if let Some(icu) = &db.icu_locale {
             sql.push_str(&format!(" ICU_LOCALE = {}", quote_literal(icu)));
@@ -232,17 +252,27 @@ const LIST_SETTINGS: &[&str] = &[
 ];
 
 /// Comment, grants, connection limit and settings of the source database, applied last.
-pub async fn apply_database_properties(conn: &ConnParams, target: &str, db: &DatabaseInfo) -> Result<()> {
+pub async fn apply_database_properties(
+    conn: &ConnParams,
+    target: &str,
+    db: &DatabaseInfo,
+) -> Result<()> {
     let maint = conn.connect(&conn.maintenance_db).await?;
     let name = quote_ident(target);
     let mut stmts = Vec::new();
     if let Some(c) = &db.comment {
-        stmts.push(format!("COMMENT ON DATABASE {name} IS {}", quote_literal(c)));
+        stmts.push(format!(
+            "COMMENT ON DATABASE {name} IS {}",
+            quote_literal(c)
+        ));
     }
     if !db.default_acl {
         stmts.push(format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC"));
         if !db.owner.is_empty() {
-            stmts.push(format!("REVOKE ALL ON DATABASE {name} FROM {}", quote_ident(&db.owner)));
+            stmts.push(format!(
+                "REVOKE ALL ON DATABASE {name} FROM {}",
+                quote_ident(&db.owner)
+            ));
         }
         for g in &db.grants {
             let grantee = if g.grantee == "PUBLIC" {
@@ -253,12 +283,19 @@ pub async fn apply_database_properties(conn: &ConnParams, target: &str, db: &Dat
             stmts.push(format!(
                 "GRANT {} ON DATABASE {name} TO {grantee}{}",
                 g.privilege,
-                if g.grantable { " WITH GRANT OPTION" } else { "" }
+                if g.grantable {
+                    " WITH GRANT OPTION"
+                } else {
+                    ""
+                }
             ));
         }
     }
     if db.connection_limit != -1 {
-        stmts.push(format!("ALTER DATABASE {name} CONNECTION LIMIT {}", db.connection_limit));
+        stmts.push(format!(
+            "ALTER DATABASE {name} CONNECTION LIMIT {}",
+            db.connection_limit
+        ));
     }
     for s in &db.settings {
         let value = if LIST_SETTINGS.contains(&s.name.as_str()) {
@@ -270,7 +307,10 @@ pub async fn apply_database_properties(conn: &ConnParams, target: &str, db: &Dat
             Some(role) => format!("ALTER ROLE {} IN DATABASE {name}", quote_ident(role)),
             None => format!("ALTER DATABASE {name}"),
         };
-        stmts.push(format!("{target_clause} SET {} TO {value}", quote_ident(&s.name)));
+        stmts.push(format!(
+            "{target_clause} SET {} TO {value}",
+            quote_ident(&s.name)
+        ));
     }
     for sql in stmts {
         maint
@@ -306,9 +346,16 @@ async fn drop_foreign_keys(client: &Client, manifest: &Manifest) -> Result<()> {
         let table: String = r.get(0);
         let name: String = r.get(1);
         client
-            .batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"))
+            .batch_execute(&format!(
+                "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
+            ))
             .await
-            .map_err(|e| Error::query(format!("dropping foreign key {name} on {table} (--clean)"), e))?;
+            .map_err(|e| {
+                Error::query(
+                    format!("dropping foreign key {name} on {table} (--clean)"),
+                    e,
+                )
+            })?;
     }
     Ok(())
 }
@@ -328,12 +375,21 @@ fn pg_restore(
     mut args: Vec<OsString>,
 ) -> Result<()> {
     let Some(file) = manifest.schema.iter().find(|s| s.section == section) else {
-        return Err(Error::Refused(format!("the manifest lists no {section} schema file")));
+        return Err(Error::Refused(format!(
+            "the manifest lists no {section} schema file"
+        )));
     };
     args.push("--no-password".into());
     args.push(format!("--dbname={}", dbname_conninfo(target)).into());
     args.push(dir.join(&file.chunk.file).into_os_string());
-    Child::spawn("pg_restore", &args, &conn.child_env(target), Stdio::null(), Stdio::null())?.wait()
+    Child::spawn(
+        "pg_restore",
+        &args,
+        &conn.child_env(target),
+        Stdio::null(),
+        Stdio::null(),
+    )?
+    .wait()
 }
 
 async fn set_sequences(client: &Client, manifest: &Manifest) -> Result<()> {
@@ -341,7 +397,7 @@ async fn set_sequences(client: &Client, manifest: &Manifest) -> Result<()> {
         let name = format!("{}.{}", quote_ident(&s.schema), quote_ident(&s.name));
         client
             .query_one(
-                "SELECT pg_catalog.setval($1::regclass, $2, $3)",
+                "SELECT pg_catalog.setval($1::text::regclass, $2, $3)",
                 &[&name, &s.last_value, &s.is_called],
             )
             .await
@@ -360,9 +416,20 @@ async fn load_data(
 ) -> Result<()> {
     let mut loads: Vec<Load> = Vec::new();
     for (i, t) in manifest.tables.iter().enumerate() {
-        loads.extend(t.chunks().cloned().map(|chunk| Load::Rows { table: i, chunk }));
+        loads.extend(
+            t.chunks()
+                .cloned()
+                .map(|chunk| Load::Rows { table: i, chunk }),
+        );
     }
-    loads.extend(manifest.large_objects.chunks.iter().cloned().map(|chunk| Load::LargeObjects { chunk }));
+    loads.extend(
+        manifest
+            .large_objects
+            .chunks
+            .iter()
+            .cloned()
+            .map(|chunk| Load::LargeObjects { chunk }),
+    );
     // Largest first, as in backup: the longest loads must not start last.
     loads.sort_by(|a, b| b.chunk().raw_bytes.cmp(&a.chunk().raw_bytes));
     summary.chunks = loads.len() as u64;
@@ -448,9 +515,18 @@ fn spawn_chunk_reader(root: PathBuf, chunk: Chunk) -> mpsc::Receiver<Result<Opti
     rx
 }
 
-async fn load_rows(client: &Client, root: &std::path::Path, table: &Table, chunk: &Chunk, progress: &Arc<dyn Progress>) -> Result<()> {
+async fn load_rows(
+    client: &Client,
+    root: &std::path::Path,
+    table: &Table,
+    chunk: &Chunk,
+    progress: &Arc<dyn Progress>,
+) -> Result<()> {
     let what = || format!("loading {} into table {}", chunk.file, table.display_name());
-    client.batch_execute("BEGIN").await.map_err(|e| Error::query(what(), e))?;
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::query(what(), e))?;
     let sink = client
         .copy_in::<_, Bytes>(copy_in_sql(table).as_str())
         .await
@@ -480,14 +556,25 @@ async fn load_rows(client: &Client, root: &std::path::Path, table: &Table, chunk
     }
     match outcome {
         Ok(()) => {
-            let rows = sink.as_mut().finish().await.map_err(|e| Error::query(what(), e))?;
+            let rows = sink
+                .as_mut()
+                .finish()
+                .await
+                .map_err(|e| Error::query(what(), e))?;
             if rows != chunk.rows {
                 return Err(Error::corrupt(
                     root.join(&chunk.file),
-                    format!("loaded {rows} rows into {}, the manifest says {}", table.display_name(), chunk.rows),
+                    format!(
+                        "loaded {rows} rows into {}, the manifest says {}",
+                        table.display_name(),
+                        chunk.rows
+                    ),
                 ));
             }
-            client.batch_execute("COMMIT").await.map_err(|e| Error::query(what(), e))
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| Error::query(what(), e))
         }
         Err(e) => {
             // Dropping the sink unfinished aborts the COPY; nothing of this chunk commits.
@@ -498,10 +585,18 @@ async fn load_rows(client: &Client, root: &std::path::Path, table: &Table, chunk
     }
 }
 
-async fn load_large_objects(client: &Client, root: &std::path::Path, chunk: &Chunk, progress: &Arc<dyn Progress>) -> Result<()> {
+async fn load_large_objects(
+    client: &Client,
+    root: &std::path::Path,
+    chunk: &Chunk,
+    progress: &Arc<dyn Progress>,
+) -> Result<()> {
     let path = root.join(&chunk.file);
     let what = || format!("loading large objects from {}", chunk.file);
-    client.batch_execute("BEGIN").await.map_err(|e| Error::query(what(), e))?;
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::query(what(), e))?;
     let put = client
         .prepare("SELECT pg_catalog.lo_put($1::oid, $2::bigint, $3::bytea)")
         .await
@@ -535,7 +630,9 @@ async fn load_large_objects(client: &Client, root: &std::path::Path, chunk: &Chu
                 client
                     .query_one(&put, &[&rec.oid, &(rec.offset as i64), &data])
                     .await
-                    .map_err(|e| Error::query(format!("{}: large object {}", what(), rec.oid), e))?;
+                    .map_err(|e| {
+                        Error::query(format!("{}: large object {}", what(), rec.oid), e)
+                    })?;
                 records += 1;
                 progress.add_bytes(rec.data.len() as u64 + 16);
             }
@@ -552,7 +649,13 @@ async fn load_large_objects(client: &Client, root: &std::path::Path, chunk: &Chu
     }
     if records != chunk.rows {
         let _ = client.batch_execute("ROLLBACK").await;
-        return Err(Error::corrupt(&path, format!("holds {records} records, the manifest says {}", chunk.rows)));
+        return Err(Error::corrupt(
+            &path,
+            format!("holds {records} records, the manifest says {}", chunk.rows),
+        ));
     }
-    client.batch_execute("COMMIT").await.map_err(|e| Error::query(what(), e))
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| Error::query(what(), e))
 }

@@ -63,7 +63,8 @@ fn run_sink(cfg: SinkConfig, mut rx: mpsc::Receiver<Vec<Piece>>) -> Result<Vec<C
     create_private_dir(&cfg.root.join(&cfg.dir))?;
     let mut chunks = Vec::new();
     let mut current: Option<ChunkWriter> = None;
-    let open = |seq: u32| ChunkWriter::create(&cfg.root, &cfg.rel(seq), cfg.codec, cfg.level, cfg.threads);
+    let open =
+        |seq: u32| ChunkWriter::create(&cfg.root, &cfg.rel(seq), cfg.codec, cfg.level, cfg.threads);
     while let Some(batch) = rx.blocking_recv() {
         for piece in batch {
             match piece {

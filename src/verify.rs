@@ -38,7 +38,12 @@ pub fn chunks_with_payload(m: &Manifest) -> Vec<(&Chunk, Payload)> {
     for t in &m.tables {
         v.extend(t.chunks().map(|c| (c, Payload::Copy(t.copy_format))));
     }
-    v.extend(m.large_objects.chunks.iter().map(|c| (c, Payload::LargeObjects)));
+    v.extend(
+        m.large_objects
+            .chunks
+            .iter()
+            .map(|c| (c, Payload::LargeObjects)),
+    );
     v.extend(m.stream.iter().map(|c| (c, Payload::Opaque)));
     v
 }
@@ -72,7 +77,11 @@ pub fn verify_dir(dir: &Path) -> Result<Report> {
             if !u.done {
                 report.problems.push(Error::manifest(
                     dir.join(crate::manifest::MANIFEST_FILE),
-                    format!("table {} unit {} was never completed", t.display_name(), u.index),
+                    format!(
+                        "table {} unit {} was never completed",
+                        t.display_name(),
+                        u.index
+                    ),
                 ));
             }
         }
@@ -90,9 +99,11 @@ pub fn verify_dir(dir: &Path) -> Result<Report> {
             Err(e) => report.problems.push(e),
         }
     }
-    report
-        .warnings
-        .extend(unlisted_files(dir, &manifest).into_iter().map(|e| e.to_string()));
+    report.warnings.extend(
+        unlisted_files(dir, &manifest)
+            .into_iter()
+            .map(|e| e.to_string()),
+    );
     Ok(report)
 }
 
@@ -109,7 +120,8 @@ pub fn verify_chunk(dir: &Path, chunk: &Chunk, payload: Payload) -> Result<()> {
             Some(walk(format, &mut counter).map_err(|e| Error::corrupt(&path, e.to_string()))?)
         }
         Payload::LargeObjects => Some(
-            crate::largeobj::walk(&mut counter).map_err(|e| Error::corrupt(&path, e.to_string()))?,
+            crate::largeobj::walk(&mut counter)
+                .map_err(|e| Error::corrupt(&path, e.to_string()))?,
         ),
         Payload::Opaque => {
             std::io::copy(&mut counter, &mut std::io::sink())
@@ -123,7 +135,10 @@ pub fn verify_chunk(dir: &Path, chunk: &Chunk, payload: Payload) -> Result<()> {
     if raw != chunk.raw_bytes {
         return Err(Error::corrupt(
             &path,
-            format!("decompressed to {raw} bytes, the manifest says {}", chunk.raw_bytes),
+            format!(
+                "decompressed to {raw} bytes, the manifest says {}",
+                chunk.raw_bytes
+            ),
         ));
     }
     if let Some(rows) = rows {
@@ -157,7 +172,9 @@ fn unlisted_files(dir: &Path, m: &Manifest) -> Vec<Error> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -165,7 +182,10 @@ fn unlisted_files(dir: &Path, m: &Manifest) -> Vec<Error> {
             } else if p.to_string_lossy().ends_with(crate::chunk::TMP_SUFFIX)
                 && !listed.contains(&p)
             {
-                out.push(Error::corrupt(&p, "leftover temporary file (an interrupted write)"));
+                out.push(Error::corrupt(
+                    &p,
+                    "leftover temporary file (an interrupted write)",
+                ));
             }
         }
     }

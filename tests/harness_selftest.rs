@@ -36,22 +36,51 @@ fn cluster_starts_and_answers() {
     // Same cluster for every caller.
     assert!(std::ptr::eq(c, cluster()));
     // Errors are reported, not swallowed.
-    let err = c.try_psql("postgres", "select * from no_such_table").unwrap_err();
+    let err = c
+        .try_psql("postgres", "select * from no_such_table")
+        .unwrap_err();
     assert!(err.contains("no_such_table"), "{err}");
     // Multi-statement scripts and any database name.
     let db = c.unique_db("Odd \"name\" ☃ = x");
     c.create_db(&db);
-    assert_eq!(c.psql(&db, "create table t(x int); insert into t values (41); select x + 1 from t"), "42");
+    assert_eq!(
+        c.psql(
+            &db,
+            "create table t(x int); insert into t values (41); select x + 1 from t"
+        ),
+        "42"
+    );
     // conninfo() works for external clients, whatever the database name.
     let out = std::process::Command::new(c.bin("psql"))
-        .args(["-X", "-At", "-c", "select current_database()", "-d", &c.conninfo(&db)])
+        .args([
+            "-X",
+            "-At",
+            "-c",
+            "select current_database()",
+            "-d",
+            &c.conninfo(&db),
+        ])
         .env_remove("PGHOST")
         .env_remove("PGPORT")
         .output()
         .expect("run psql");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), db, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        db,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     c.drop_db(&db);
-    assert_eq!(c.psql("postgres", &format!("select count(*) from pg_database where datname = {}", support::quote_literal(&db))), "0");
+    assert_eq!(
+        c.psql(
+            "postgres",
+            &format!(
+                "select count(*) from pg_database where datname = {}",
+                support::quote_literal(&db)
+            )
+        ),
+        "0"
+    );
 }
 
 #[test]
@@ -60,10 +89,22 @@ fn dbbackup_command_is_wired_to_the_cluster() {
     let cmd = support::dbbackup();
     let envs: Vec<(String, Option<String>)> = cmd
         .get_envs()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned())))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.map(|v| v.to_string_lossy().into_owned()),
+            )
+        })
         .collect();
-    let get = |k: &str| envs.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone());
-    assert_eq!(get("PGHOST"), Some(Some(c.socket_dir.to_string_lossy().into_owned())));
+    let get = |k: &str| {
+        envs.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        get("PGHOST"),
+        Some(Some(c.socket_dir.to_string_lossy().into_owned()))
+    );
     assert_eq!(get("PGPORT"), Some(Some(c.port.to_string())));
     assert_eq!(get("PGUSER"), Some(Some("postgres".into())));
     assert_eq!(get("PGPASSWORD"), Some(None));
@@ -75,9 +116,14 @@ fn dbbackup_command_is_wired_to_the_cluster() {
     support::run_ok(&mut std::process::Command::new("true"));
     support::run_fail(&mut std::process::Command::new("false"));
     let msg = panic_message(|| {
-        support::run_ok(std::process::Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]));
+        support::run_ok(
+            std::process::Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+        );
     });
-    assert!(msg.contains("out") && msg.contains("err") && msg.contains('3'), "{msg}");
+    assert!(
+        msg.contains("out") && msg.contains("err") && msg.contains('3'),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -99,22 +145,41 @@ fn fingerprint_is_stable_and_notices_every_kind_of_change() {
         "app.truck",
         "app.secrets",
     ] {
-        assert!(base.tables.contains_key(table), "{table} missing from {:?}", base.tables.keys());
+        assert!(
+            base.tables.contains_key(table),
+            "{table} missing from {:?}",
+            base.tables.keys()
+        );
     }
-    assert!(!base.tables.contains_key("app.measurements"), "partitioned parent has no rows of its own");
+    assert!(
+        !base.tables.contains_key("app.measurements"),
+        "partitioned parent has no rows of its own"
+    );
     assert_eq!(base.tables["app.zerocol"].0, 3);
-    assert_eq!(base.tables["app.vehicle"].0, 2, "FROM ONLY: parent rows only");
+    assert_eq!(
+        base.tables["app.vehicle"].0, 2,
+        "FROM ONLY: parent rows only"
+    );
     assert_eq!(base.tables["app.secrets"].0, 3, "RLS must not hide rows");
     assert_eq!(base.tables["app.empty_table"], (0, String::new()));
     assert_eq!(base.sequences["app.unused_seq"], (1, false));
     assert_eq!(base.sequences["app.shared_seq"], (105, true));
     assert_eq!(base.large_objects.len(), 3);
     let lo = &base.large_objects[2];
-    assert_eq!((lo.0, lo.3.as_deref()), (910003, Some("a commented large object")));
+    assert_eq!(
+        (lo.0, lo.3.as_deref()),
+        (910003, Some("a commented large object"))
+    );
     assert_eq!(base.large_objects[1].1, "fixture_writer");
-    assert!(base.large_objects[1].2.as_deref().unwrap_or("").contains("fixture_reader=r/"));
+    assert!(base.large_objects[1]
+        .2
+        .as_deref()
+        .unwrap_or("")
+        .contains("fixture_reader=r/"));
     assert!(!base.schema.contains("\\restrict") && !base.schema.contains("\n--"));
-    assert!(base.schema.contains("OWNER TO fixture_writer") && base.schema.contains("GRANT SELECT"));
+    assert!(
+        base.schema.contains("OWNER TO fixture_writer") && base.schema.contains("GRANT SELECT")
+    );
 
     // Each change must alter exactly the expected part.
     let check = |sql: &str, what: &str, part: fn(&Fingerprint, &Fingerprint) -> bool| {
@@ -127,29 +192,56 @@ fn fingerprint_is_stable_and_notices_every_kind_of_change() {
         assert!(msg.contains("differ"), "{msg}");
         msg
     };
-    let msg = check("UPDATE app.wide SET n = n + 1 WHERE id = 4", "row update", |a, b| {
-        a.schema == b.schema && a.tables["app.wide"] != b.tables["app.wide"] && a.sequences == b.sequences
-    });
+    let msg = check(
+        "UPDATE app.wide SET n = n + 1 WHERE id = 4",
+        "row update",
+        |a, b| {
+            a.schema == b.schema
+                && a.tables["app.wide"] != b.tables["app.wide"]
+                && a.sequences == b.sequences
+        },
+    );
     assert!(msg.contains("app.wide"), "report names the table: {msg}");
     check("SELECT setval('app.shared_seq', 1000)", "setval", |a, b| {
         a.tables == b.tables && a.sequences != b.sequences && a.schema == b.schema
     });
-    check("SELECT setval('app.unused_seq', 1, true)", "is_called flip", |a, b| a.sequences != b.sequences);
+    check(
+        "SELECT setval('app.unused_seq', 1, true)",
+        "is_called flip",
+        |a, b| a.sequences != b.sequences,
+    );
     check("SELECT lo_put(910002, 100, '\\x00')", "lo_put", |a, b| {
         a.large_objects[1].4 != b.large_objects[1].4 && a.tables == b.tables
     });
-    check("COMMENT ON LARGE OBJECT 910001 IS 'now commented'", "large object comment", |a, b| {
-        a.large_objects != b.large_objects
-    });
-    let msg = check("COMMENT ON TABLE app.empty_table IS 'changed'", "comment on table", |a, b| {
-        a.schema != b.schema && a.tables == b.tables
-    });
-    assert!(msg.contains("+ COMMENT ON TABLE app.empty_table IS 'changed';"), "diff snippet: {msg}");
-    check("INSERT INTO app.zerocol DEFAULT VALUES", "row in zero-column table", |a, b| {
-        a.tables["app.zerocol"].0 + 1 == b.tables["app.zerocol"].0
-    });
-    check("UPDATE app.secrets SET secret = 'x' WHERE id = 2", "RLS-hidden row", |a, b| a.tables != b.tables);
-    check("GRANT SELECT ON app.empty_table TO fixture_writer", "privilege", |a, b| a.schema != b.schema);
+    check(
+        "COMMENT ON LARGE OBJECT 910001 IS 'now commented'",
+        "large object comment",
+        |a, b| a.large_objects != b.large_objects,
+    );
+    let msg = check(
+        "COMMENT ON TABLE app.empty_table IS 'changed'",
+        "comment on table",
+        |a, b| a.schema != b.schema && a.tables == b.tables,
+    );
+    assert!(
+        msg.contains("+ COMMENT ON TABLE app.empty_table IS 'changed';"),
+        "diff snippet: {msg}"
+    );
+    check(
+        "INSERT INTO app.zerocol DEFAULT VALUES",
+        "row in zero-column table",
+        |a, b| a.tables["app.zerocol"].0 + 1 == b.tables["app.zerocol"].0,
+    );
+    check(
+        "UPDATE app.secrets SET secret = 'x' WHERE id = 2",
+        "RLS-hidden row",
+        |a, b| a.tables != b.tables,
+    );
+    check(
+        "GRANT SELECT ON app.empty_table TO fixture_writer",
+        "privilege",
+        |a, b| a.schema != b.schema,
+    );
     c.drop_db(&db);
 }
 
@@ -160,7 +252,11 @@ fn template_copy_has_the_same_fingerprint() {
     let b = c.unique_db("tpl_copy");
     c.psql(
         "postgres",
-        &format!("CREATE DATABASE {} TEMPLATE {}", support::quote_ident(&b), support::quote_ident(&a)),
+        &format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            support::quote_ident(&b),
+            support::quote_ident(&a)
+        ),
     );
     assert_same(&c.fingerprint(&a), &c.fingerprint(&b));
     c.drop_db(&a);
@@ -180,15 +276,25 @@ fn pg_dump_round_trip_has_the_same_fingerprint() {
         .stdin(Stdio::null())
         .output()
         .expect("run pg_dump");
-    assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     c.psql(&dst, &String::from_utf8(dump.stdout).expect("utf8 dump"));
 
     let (a, b) = (c.fingerprint(&src), c.fingerprint(&dst));
     assert_same(&a, &b);
     // The trigger bumps `updated` on insert: data restored before the trigger is unchanged.
     assert_eq!(
-        c.psql(&dst, "SELECT string_agg(updated::text, ',' ORDER BY id) FROM app.audited"),
-        c.psql(&src, "SELECT string_agg(updated::text, ',' ORDER BY id) FROM app.audited")
+        c.psql(
+            &dst,
+            "SELECT string_agg(updated::text, ',' ORDER BY id) FROM app.audited"
+        ),
+        c.psql(
+            &src,
+            "SELECT string_agg(updated::text, ',' ORDER BY id) FROM app.audited"
+        )
     );
     c.drop_db(&src);
     c.drop_db(&dst);
@@ -207,7 +313,10 @@ fn big_table_fixture_loads() {
         .unwrap();
     assert!((50.0..=90.0).contains(&avg), "average row size {avg}");
     assert_eq!(
-        c.psql(&db, "SELECT count(*), min(length(data)), max(length(data)) FROM big_blobs"),
+        c.psql(
+            &db,
+            "SELECT count(*), min(length(data)), max(length(data)) FROM big_blobs"
+        ),
         "40|262144|262144"
     );
     let fp = c.fingerprint(&db);

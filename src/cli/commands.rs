@@ -17,7 +17,11 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-pub async fn backup_single(conn: &ConnParams, args: SingleArgs, cancel: CancellationToken) -> Result<()> {
+pub async fn backup_single(
+    conn: &ConnParams,
+    args: SingleArgs,
+    cancel: CancellationToken,
+) -> Result<()> {
     let level = args.compress_level.unwrap_or(args.compress.default_level());
     args.compress.check_level(level).map_err(Error::Usage)?;
     let parallel = args.parallel_tables.unwrap_or_else(cores);
@@ -30,7 +34,9 @@ pub async fn backup_single(conn: &ConnParams, args: SingleArgs, cancel: Cancella
         codec: args.compress,
         level,
         chunk_size: args.chunk_size,
-        split_larger_than: args.split_tables_larger_than.unwrap_or(args.chunk_size.saturating_mul(4)),
+        split_larger_than: args
+            .split_tables_larger_than
+            .unwrap_or(args.chunk_size.saturating_mul(4)),
         copy_format: args.copy_format,
         lock_timeout: args.lock_wait_timeout,
     };
@@ -38,7 +44,11 @@ pub async fn backup_single(conn: &ConnParams, args: SingleArgs, cancel: Cancella
     let m = backup_database(conn, &args.dbname, &opts, progress, cancel).await?;
     let t = &m.totals;
     if !args.quiet {
-        let ratio = if t.stored_bytes > 0 { t.raw_bytes as f64 / t.stored_bytes as f64 } else { 0.0 };
+        let ratio = if t.stored_bytes > 0 {
+            t.raw_bytes as f64 / t.stored_bytes as f64
+        } else {
+            0.0
+        };
         println!(
             "backup of {} complete: {} tables, {} rows, {} large objects, {} raw, {} stored (ratio {:.2}), {} chunks, {:.1}s, {}/s -> {}",
             args.dbname,
@@ -80,7 +90,11 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn restore(conn: &ConnParams, args: RestoreArgs, cancel: CancellationToken) -> Result<()> {
+pub async fn restore(
+    conn: &ConnParams,
+    args: RestoreArgs,
+    cancel: CancellationToken,
+) -> Result<()> {
     let started = Instant::now();
     let jobs = args.jobs.unwrap_or_else(cores);
     if jobs == 0 {

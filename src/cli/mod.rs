@@ -1,5 +1,5 @@
 //! The command-line edge: parse, build engine options, run, print one line on error.
 
 pub mod args;
-pub mod progress;
 pub mod commands;
+pub mod progress;

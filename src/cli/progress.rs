@@ -137,7 +137,11 @@ impl Progress for Lines {
         let secs = phase.2.elapsed().as_secs_f64().max(0.001);
         let busy: Vec<String> = self.busy.lock().unwrap().values().cloned().collect();
         let pct = if phase.1 > 0 {
-            format!(" ({:.0}% of ~{})", 100.0 * done as f64 / phase.1 as f64, human_bytes(phase.1))
+            format!(
+                " ({:.0}% of ~{})",
+                100.0 * done as f64 / phase.1 as f64,
+                human_bytes(phase.1)
+            )
         } else {
             String::new()
         };
@@ -146,7 +150,11 @@ impl Progress for Lines {
             phase.0,
             human_bytes(done),
             human_bytes((done as f64 / secs) as u64),
-            if busy.is_empty() { "-".to_string() } else { busy.join(", ") }
+            if busy.is_empty() {
+                "-".to_string()
+            } else {
+                busy.join(", ")
+            }
         );
     }
 

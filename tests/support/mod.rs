@@ -135,7 +135,15 @@ fn server_command(program: &Path, cwd: &Path) -> Command {
         Command::new(program)
     };
     cmd.current_dir(cwd);
-    for var in ["PGDATA", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGOPTIONS"] {
+    for var in [
+        "PGDATA",
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGPASSWORD",
+        "PGOPTIONS",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -236,7 +244,14 @@ impl Cluster {
                 .stdin(Stdio::null());
             let out = cmd.output().expect("run pg_ctl start");
             if out.status.success() {
-                let cluster = Cluster { port, socket_dir, bin_dir, data_dir, log_file, root_dir };
+                let cluster = Cluster {
+                    port,
+                    socket_dir,
+                    bin_dir,
+                    data_dir,
+                    log_file,
+                    root_dir,
+                };
                 cluster.register_cleanup();
                 let answer = cluster.try_psql("postgres", "select 1");
                 assert_eq!(
@@ -326,8 +341,15 @@ impl Cluster {
 /// Creates the cluster's temporary directory (world-traversable, owned by postgres when root).
 /// Unix socket paths are limited to ~107 bytes, so a very long `TMPDIR` falls back to `/tmp`.
 fn make_root_dir() -> PathBuf {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos();
-    let name = format!("dbbackup-test-pg-{}-{}", std::process::id(), nanos % 1_000_000_000);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos();
+    let name = format!(
+        "dbbackup-test-pg-{}-{}",
+        std::process::id(),
+        nanos % 1_000_000_000
+    );
     let mut base = std::env::temp_dir();
     if base.as_os_str().len() + name.len() > 60 {
         base = PathBuf::from("/tmp");
@@ -348,7 +370,12 @@ fn init_db(bin_dir: &Path, root_dir: &Path, data_dir: &Path) {
         let mut cmd = server_command(&bin_dir.join("initdb"), root_dir);
         cmd.arg("-D")
             .arg(data_dir)
-            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
             .args(["-E", "UTF8", "--no-sync"])
             .arg(format!("--locale={locale}"))
             .stdin(Stdio::null());
@@ -375,7 +402,10 @@ impl Cluster {
     /// Connection environment for clients: `PGHOST` (socket dir), `PGPORT`, `PGUSER`.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("PGHOST".into(), self.socket_dir.to_string_lossy().into_owned()),
+            (
+                "PGHOST".into(),
+                self.socket_dir.to_string_lossy().into_owned(),
+            ),
             ("PGPORT".into(), self.port.to_string()),
             ("PGUSER".into(), SUPERUSER.into()),
         ]
@@ -399,7 +429,13 @@ impl Cluster {
     /// A command for a PostgreSQL client program connected (via the environment) to the cluster.
     pub fn client_command(&self, name: &str) -> Command {
         let mut cmd = Command::new(self.bin(name));
-        for var in ["PGPASSWORD", "PGDATABASE", "PGSERVICE", "PGOPTIONS", "PGSSLMODE"] {
+        for var in [
+            "PGPASSWORD",
+            "PGDATABASE",
+            "PGSERVICE",
+            "PGOPTIONS",
+            "PGSSLMODE",
+        ] {
             cmd.env_remove(var);
         }
         cmd.envs(self.env());
@@ -420,12 +456,18 @@ impl Cluster {
         let mut stdin = child.stdin.take().unwrap();
         let script = sql.to_owned();
         let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
-        let out = child.wait_with_output().map_err(|e| format!("wait for psql: {e}"))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("wait for psql: {e}"))?;
         let _ = writer.join();
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(command_failure(&format!("psql on database {db:?}"), &cmd, &out))
+            Err(command_failure(
+                &format!("psql on database {db:?}"),
+                &cmd,
+                &out,
+            ))
         }
     }
 
@@ -436,22 +478,31 @@ impl Cluster {
 
     /// Runs SQL in `db` (stops at the first error); returns trimmed stdout. Panics on failure.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        self.try_psql(db, sql).unwrap_or_else(|e| panic!("{e}\n--- sql ---\n{sql}"))
+        self.try_psql(db, sql)
+            .unwrap_or_else(|e| panic!("{e}\n--- sql ---\n{sql}"))
     }
 
     /// Creates database `name` (any name: it is quoted) from template1.
     pub fn create_db(&self, name: &str) {
-        self.psql("postgres", &format!("CREATE DATABASE {}", quote_ident(name)));
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {}", quote_ident(name)),
+        );
     }
 
     /// Drops database `name` if it exists, terminating its connections.
     pub fn drop_db(&self, name: &str) {
-        self.psql("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)));
+        self.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name)),
+        );
     }
 
     /// Runs `fixtures/<file>` with `psql -v ON_ERROR_STOP=1 -f` in `db`. Panics on error.
     pub fn load_fixture(&self, db: &str, file: &str) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(file);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(file);
         assert!(path.is_file(), "fixture {} does not exist", path.display());
         let mut cmd = self.client_command("psql");
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
@@ -461,7 +512,10 @@ impl Cluster {
             .stdin(Stdio::null());
         let out = cmd.output().expect("run psql");
         if !out.status.success() {
-            panic!("{}", command_failure(&format!("loading fixture {file} into {db:?}"), &cmd, &out));
+            panic!(
+                "{}",
+                command_failure(&format!("loading fixture {file} into {db:?}"), &cmd, &out)
+            );
         }
     }
 
@@ -481,7 +535,9 @@ impl Cluster {
 pub fn dbbackup() -> Command {
     let c = cluster();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbbackup"));
-    cmd.env_remove("PGPASSWORD").env_remove("PGDATABASE").envs(c.env());
+    cmd.env_remove("PGPASSWORD")
+        .env_remove("PGDATABASE")
+        .envs(c.env());
     let mut path = std::ffi::OsString::from(c.bin_dir.as_os_str());
     if let Some(old) = std::env::var_os("PATH") {
         path.push(":");
@@ -503,18 +559,30 @@ fn describe_output(cmd: &Command, out: &Output) -> String {
 /// Runs `cmd` to completion (stdin closed); panics with status, stdout and stderr unless it
 /// succeeded.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     if !out.status.success() {
-        panic!("command failed but should have succeeded\n{}", describe_output(cmd, &out));
+        panic!(
+            "command failed but should have succeeded\n{}",
+            describe_output(cmd, &out)
+        );
     }
     out
 }
 
 /// Runs `cmd` to completion (stdin closed); panics with its output if it succeeded.
 pub fn run_fail(cmd: &mut Command) -> Output {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     if out.status.success() {
-        panic!("command succeeded but should have failed\n{}", describe_output(cmd, &out));
+        panic!(
+            "command succeeded but should have failed\n{}",
+            describe_output(cmd, &out)
+        );
     }
     out
 }
@@ -585,7 +653,9 @@ impl Cluster {
     /// `pg_dump --schema-only` of `db` (owners, privileges, comments kept), normalized.
     pub fn schema_dump(&self, db: &str) -> String {
         let mut cmd = self.client_command("pg_dump");
-        cmd.args(["--schema-only", "-d"]).arg(conninfo_for(db)).stdin(Stdio::null());
+        cmd.args(["--schema-only", "-d"])
+            .arg(conninfo_for(db))
+            .stdin(Stdio::null());
         let out = cmd.output().expect("run pg_dump");
         if !out.status.success() {
             panic!("{}", command_failure("pg_dump --schema-only", &cmd, &out));
@@ -627,7 +697,13 @@ impl Cluster {
                 }
                 ("L", 6) => {
                     let oid = f[1].parse().unwrap_or_else(|_| bad());
-                    fp.large_objects.push((oid, f[2].to_owned(), opt(f[3]), opt(f[4]), f[5].to_owned()));
+                    fp.large_objects.push((
+                        oid,
+                        f[2].to_owned(),
+                        opt(f[3]),
+                        opt(f[4]),
+                        f[5].to_owned(),
+                    ));
                 }
                 _ => bad(),
             }
@@ -660,13 +736,35 @@ pub fn normalize_schema(dump: &str) -> String {
 pub fn assert_same(a: &Fingerprint, b: &Fingerprint) {
     let mut report = String::new();
     if a.schema != b.schema {
-        let _ = writeln!(report, "schema differs (- left, + right):\n{}", schema_diff(&a.schema, &b.schema));
+        let _ = writeln!(
+            report,
+            "schema differs (- left, + right):\n{}",
+            schema_diff(&a.schema, &b.schema)
+        );
     }
     diff_maps("table (rows, md5)", &a.tables, &b.tables, &mut report);
-    diff_maps("sequence (last_value, is_called)", &a.sequences, &b.sequences, &mut report);
-    let lo_a: BTreeMap<u32, _> = a.large_objects.iter().map(|l| (l.0, (&l.1, &l.2, &l.3, &l.4))).collect();
-    let lo_b: BTreeMap<u32, _> = b.large_objects.iter().map(|l| (l.0, (&l.1, &l.2, &l.3, &l.4))).collect();
-    diff_maps("large object (owner, acl, comment, md5)", &lo_a, &lo_b, &mut report);
+    diff_maps(
+        "sequence (last_value, is_called)",
+        &a.sequences,
+        &b.sequences,
+        &mut report,
+    );
+    let lo_a: BTreeMap<u32, _> = a
+        .large_objects
+        .iter()
+        .map(|l| (l.0, (&l.1, &l.2, &l.3, &l.4)))
+        .collect();
+    let lo_b: BTreeMap<u32, _> = b
+        .large_objects
+        .iter()
+        .map(|l| (l.0, (&l.1, &l.2, &l.3, &l.4)))
+        .collect();
+    diff_maps(
+        "large object (owner, acl, comment, md5)",
+        &lo_a,
+        &lo_b,
+        &mut report,
+    );
     if !report.is_empty() {
         panic!("fingerprints differ:\n{report}");
     }
@@ -717,7 +815,12 @@ fn schema_diff(a: &str, b: &str) -> String {
             break;
         }
         if hunk == MAX_HUNKS {
-            let _ = writeln!(out, "… (more differences after left line {}, right line {})", i + 1, j + 1);
+            let _ = writeln!(
+                out,
+                "… (more differences after left line {}, right line {})",
+                i + 1,
+                j + 1
+            );
             break;
         }
         let (di, dj) = resync(&la[i..], &lb[j..]);
