@@ -181,9 +181,9 @@ async fn database_info(client: &Client, dbname: &str, version: i32) -> Result<Da
             "SELECT coalesce(pg_get_userbyid(a.grantor), ''),
                     CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
                     a.privilege_type, a.is_grantable
-             FROM pg_database d, aclexplode(d.datacl) a
+             FROM pg_database d, aclexplode(d.datacl) WITH ORDINALITY a
              WHERE d.datname = current_database()
-             ORDER BY 2, 3",
+             ORDER BY a.ordinality",
             &[],
         )
         .await
