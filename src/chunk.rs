@@ -238,10 +238,8 @@ impl ChunkReader {
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.decoder.read(buf).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("decompressing {}: {e}", self.path.display()),
-            )
+            // The caller names the file; say only what went wrong.
+            io::Error::new(e.kind(), format!("cannot decompress: {e}"))
         })
     }
 }

@@ -431,7 +431,7 @@ async fn load_data(
             .map(|chunk| Load::LargeObjects { chunk }),
     );
     // Largest first, as in backup: the longest loads must not start last.
-    loads.sort_by(|a, b| b.chunk().raw_bytes.cmp(&a.chunk().raw_bytes));
+    loads.sort_by_key(|l| std::cmp::Reverse(l.chunk().raw_bytes));
     summary.chunks = loads.len() as u64;
     summary.raw_bytes = loads.iter().map(|l| l.chunk().raw_bytes).sum();
     summary.rows = manifest.tables.iter().map(|t| t.rows()).sum();
@@ -522,16 +522,18 @@ async fn load_rows(
     chunk: &Chunk,
     progress: &Arc<dyn Progress>,
 ) -> Result<()> {
-    let what = || format!("loading {} into table {}", chunk.file, table.display_name());
+    let what = || format!("loading into table {}", table.display_name());
     client
         .batch_execute("BEGIN")
         .await
         .map_err(|e| Error::query(what(), e))?;
-    let sink = client
-        .copy_in::<_, Bytes>(copy_in_sql(table).as_str())
-        .await
-        .map_err(|e| Error::query(what(), e))?;
-    futures_util::pin_mut!(sink);
+    // Boxed so that dropping it really drops the sink, which aborts the COPY.
+    let mut sink = Box::pin(
+        client
+            .copy_in::<_, Bytes>(copy_in_sql(table).as_str())
+            .await
+            .map_err(|e| Error::query(what(), e))?,
+    );
     let mut rx = spawn_chunk_reader(root.to_path_buf(), chunk.clone());
     let mut outcome: Result<()> = Err(Error::Refused(format!("{}: reader stopped", what())));
     while let Some(msg) = rx.recv().await {

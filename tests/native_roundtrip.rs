@@ -77,9 +77,19 @@ fn small_chunks_split_big_tables_into_ctid_ranges_and_still_round_trip() {
         .find(|t| t["name"] == "big_events")
         .expect("big_events in manifest");
     let units = big["units"].as_array().unwrap();
-    assert!(units.len() > 2, "big_events should be split: {}", units.len());
-    let chunks: usize = units.iter().map(|u| u["chunks"].as_array().unwrap().len()).sum();
-    assert!(chunks > units.len(), "units should rotate into several chunks");
+    assert!(
+        units.len() > 2,
+        "big_events should be split: {}",
+        units.len()
+    );
+    let chunks: usize = units
+        .iter()
+        .map(|u| u["chunks"].as_array().unwrap().len())
+        .sum();
+    assert!(
+        chunks > units.len(),
+        "units should rotate into several chunks"
+    );
     let rows: u64 = units
         .iter()
         .flat_map(|u| u["chunks"].as_array().unwrap())
@@ -90,7 +100,14 @@ fn small_chunks_split_big_tables_into_ctid_ranges_and_still_round_trip() {
 
 #[test]
 fn gzip_round_trips_exactly() {
-    round_trip(&["--compress", "gzip", "--parallel-tables", "2", "--chunk-size", "1MiB"]);
+    round_trip(&[
+        "--compress",
+        "gzip",
+        "--parallel-tables",
+        "2",
+        "--chunk-size",
+        "1MiB",
+    ]);
 }
 
 #[test]
@@ -119,11 +136,16 @@ fn auto_copy_format_uses_text_only_where_binary_is_not_portable() {
     };
     assert_eq!(format_of("big_events"), "binary");
     // Tables with enum, composite or user-defined array columns must go as text, with a reason.
-    let text: Vec<_> = tables.iter().filter(|t| t["copy_format"] == "text").collect();
+    let text: Vec<_> = tables
+        .iter()
+        .filter(|t| t["copy_format"] == "text")
+        .collect();
     assert!(!text.is_empty(), "the fixture has enum/composite columns");
     for t in text {
         assert!(
-            t["copy_format_reason"].as_str().is_some_and(|r| !r.is_empty()),
+            t["copy_format_reason"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty()),
             "text table {} has no reason",
             t["name"]
         );
@@ -136,7 +158,11 @@ fn restore_with_one_job_and_no_create_into_an_empty_database() {
     let src = source_db();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    run_ok(dbbackup().args(["backup", "single", src, "--quiet", "--out"]).arg(&out));
+    run_ok(
+        dbbackup()
+            .args(["backup", "single", src, "--quiet", "--out"])
+            .arg(&out),
+    );
     let target = c.unique_db("rt_plain");
     c.create_db(&target);
     run_ok(
@@ -177,7 +203,11 @@ fn create_restores_database_properties() {
     c.psql(&src, "SET default_transaction_read_only = off; CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    run_ok(dbbackup().args(["backup", "single", &src, "--quiet", "--out"]).arg(&out));
+    run_ok(
+        dbbackup()
+            .args(["backup", "single", &src, "--quiet", "--out"])
+            .arg(&out),
+    );
     let target = c.unique_db("rt_props_dst");
     run_ok(
         dbbackup()
@@ -222,7 +252,15 @@ fn row_level_security_errors_instead_of_a_short_backup() {
     let out = tmp.path().join("b");
     let o = support::run_fail(
         dbbackup()
-            .args(["backup", "single", &db, "--quiet", "-U", "rls_reader", "--out"])
+            .args([
+                "backup",
+                "single",
+                &db,
+                "--quiet",
+                "-U",
+                "rls_reader",
+                "--out",
+            ])
             .arg(&out),
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
