@@ -496,9 +496,18 @@ fn spawn_chunk_reader(root: PathBuf, chunk: Chunk) -> mpsc::Receiver<Result<Opti
             let mut reader = ChunkReader::open(&root, &chunk)?;
             loop {
                 let mut buf = vec![0u8; 256 * 1024];
-                let n = reader
-                    .read(&mut buf)
-                    .map_err(|e| Error::corrupt(root.join(&chunk.file), e.to_string()))?;
+                let n = match reader.read(&mut buf) {
+                    Ok(n) => n,
+                    // A checksum mismatch explains a decompression error better than the
+                    // decompressor does.
+                    Err(e) => {
+                        let path = root.join(&chunk.file);
+                        return Err(reader
+                            .finish()
+                            .err()
+                            .unwrap_or_else(|| Error::corrupt(path, e.to_string())));
+                    }
+                };
                 if n == 0 {
                     break;
                 }

@@ -115,23 +115,22 @@ pub fn verify_chunk(dir: &Path, chunk: &Chunk, payload: Payload) -> Result<()> {
         inner: &mut reader,
         bytes: 0,
     };
-    let rows = match payload {
-        Payload::Copy(format) => {
-            Some(walk(format, &mut counter).map_err(|e| Error::corrupt(&path, e.to_string()))?)
-        }
-        Payload::LargeObjects => Some(
-            crate::largeobj::walk(&mut counter)
-                .map_err(|e| Error::corrupt(&path, e.to_string()))?,
-        ),
-        Payload::Opaque => {
-            std::io::copy(&mut counter, &mut std::io::sink())
-                .map_err(|e| Error::corrupt(&path, e.to_string()))?;
-            None
-        }
+    let walked: std::result::Result<Option<u64>, String> = match payload {
+        Payload::Copy(format) => walk(format, &mut counter)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Payload::LargeObjects => crate::largeobj::walk(&mut counter)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Payload::Opaque => std::io::copy(&mut counter, &mut std::io::sink())
+            .map(|_| None)
+            .map_err(|e| e.to_string()),
     };
     let raw = counter.bytes;
-    // The checksum decides first: a flipped byte is "corrupt", whatever it did to the payload.
+    // The checksum decides first: a flipped byte is reported as a checksum mismatch, whatever
+    // it did to decompression or framing.
     reader.finish()?;
+    let rows = walked.map_err(|e| Error::corrupt(&path, e))?;
     if raw != chunk.raw_bytes {
         return Err(Error::corrupt(
             &path,
