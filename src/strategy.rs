@@ -1,0 +1,324 @@
+//! The size probe and the choice of strategy: native (parallel COPY), or pg_dump's own plain or
+//! custom format streamed through our compressor ([`crate::pgstream`]).
+//!
+//! The auto rule (`--format auto`, the default), documented in `--help` and the README:
+//!
+//! 1. `--parallel-tables N` with N > 1 given explicitly → **native**: the parallel path;
+//! 2. otherwise, `pg_database_size` below `--plain-threshold` (default 5 GiB) → **custom**:
+//!    pg_restore keeps its selective (`-L`/`-n`/`-t`) and parallel (`-j`) restore;
+//! 3. otherwise (at or above the threshold) → **plain**: one SQL stream, without custom
+//!    format's per-object framing.
+//!
+//! The probe runs in a short REPEATABLE READ transaction before anything is written; it refuses
+//! a local pg_dump older than the server. Its findings and the decision, with the reason in
+//! words, are printed and recorded in the manifest (`probe`, `strategy`).
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::{backup_database, BackupOptions};
+use crate::child::tool_version;
+use crate::conn::ConnParams;
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, Strategy, StrategyKind};
+use crate::probe::{probe, Probe};
+use crate::progress::Progress;
+
+/// Default of `--plain-threshold`: 5 GiB.
+pub const DEFAULT_PLAIN_THRESHOLD: u64 = 5 << 30;
+
+/// At most this many tables are listed (largest first) in the manifest's probe record.
+const PROBE_TABLES_LISTED: usize = 1000;
+
+/// What the user asked for with `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatChoice {
+    Auto,
+    Native,
+    Plain,
+    Custom,
+}
+
+/// The inputs of the strategy decision besides the probe.
+#[derive(Debug, Clone)]
+pub struct StrategyOptions {
+    pub format: FormatChoice,
+    /// `--parallel-tables` when the user gave it (not the default of one per core).
+    pub parallel_tables_explicit: Option<usize>,
+    /// `--plain-threshold`: database size from which auto picks plain over custom.
+    pub plain_threshold: u64,
+}
+
+/// Applies `--format` and the auto rule to the probed database size.
+pub fn decide(opts: &StrategyOptions, database_size: u64) -> Strategy {
+    let (kind, reason) = match opts.format {
+        FormatChoice::Native => (StrategyKind::Native, "--format native requested".to_string()),
+        FormatChoice::Plain => (StrategyKind::Plain, "--format plain requested".to_string()),
+        FormatChoice::Custom => (
+            StrategyKind::Custom,
+            "--format custom requested".to_string(),
+        ),
+        FormatChoice::Auto => match opts.parallel_tables_explicit {
+            Some(n) if n > 1 => (
+                StrategyKind::Native,
+                format!(
+                    "auto: --parallel-tables {n} was asked explicitly, so the parallel native engine"
+                ),
+            ),
+            _ if database_size < opts.plain_threshold => (
+                StrategyKind::Custom,
+                format!(
+                    "auto: database size {} is below --plain-threshold {}: custom format keeps pg_restore's selective and parallel restore",
+                    human_bytes(database_size),
+                    human_bytes(opts.plain_threshold)
+                ),
+            ),
+            _ => (
+                StrategyKind::Plain,
+                format!(
+                    "auto: database size {} is at or above --plain-threshold {}: a plain SQL stream avoids custom format's overhead",
+                    human_bytes(database_size),
+                    human_bytes(opts.plain_threshold)
+                ),
+            ),
+        },
+    };
+    Strategy { kind, reason }
+}
+
+/// What the probe found, as recorded in the manifest and printed.
+pub struct ProbeResult {
+    pub probe: Probe,
+    pub pg_dump_version: String,
+    pub pg_dump_version_num: i32,
+}
+
+impl ProbeResult {
+    /// The manifest's `probe` record: sizes, counts, versions, the largest tables.
+    pub fn to_json(&self) -> serde_json::Value {
+        let p = &self.probe;
+        let mut tables: Vec<&crate::probe::TableInfo> = p.tables.iter().collect();
+        tables.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes));
+        let listed: Vec<serde_json::Value> = tables
+            .iter()
+            .take(PROBE_TABLES_LISTED)
+            .map(|t| {
+                serde_json::json!({
+                    "schema": t.schema,
+                    "name": t.name,
+                    "size_bytes": t.size_bytes,
+                    "row_estimate": t.row_estimate,
+                })
+            })
+            .collect();
+        let mut v = p.summary_json();
+        let obj = v.as_object_mut().expect("summary is an object");
+        obj.insert(
+            "server_version_num".into(),
+            serde_json::json!(p.server_version_num),
+        );
+        obj.insert(
+            "pg_dump_version".into(),
+            serde_json::json!(self.pg_dump_version),
+        );
+        obj.insert(
+            "row_estimate".into(),
+            serde_json::json!(p.tables.iter().map(|t| t.row_estimate).sum::<i64>()),
+        );
+        obj.insert(
+            "largest_tables".into(),
+            serde_json::Value::Array(listed),
+        );
+        if p.tables.len() > PROBE_TABLES_LISTED {
+            obj.insert(
+                "largest_tables_note".into(),
+                serde_json::json!(format!(
+                    "the {PROBE_TABLES_LISTED} largest of {} tables",
+                    p.tables.len()
+                )),
+            );
+        }
+        v
+    }
+
+    /// One line for people.
+    pub fn summary_line(&self, dbname: &str) -> String {
+        let p = &self.probe;
+        format!(
+            "probe of {dbname}: database size {}, {} tables ({} in tables, ~{} rows), {} large objects ({}), server {}, pg_dump {}",
+            human_bytes(p.database_size.max(0) as u64),
+            p.tables.len(),
+            human_bytes(p.tables.iter().map(|t| t.size_bytes.max(0) as u64).sum()),
+            p.tables.iter().map(|t| t.row_estimate.max(0)).sum::<i64>(),
+            p.large_object_count,
+            human_bytes(p.large_object_bytes.max(0) as u64),
+            p.server_version,
+            self.pg_dump_version
+        )
+    }
+}
+
+/// Refuses a pg_dump whose major version is older than the server's.
+pub fn check_pg_dump_version(pg_dump_num: i32, pg_dump: &str, server_num: i32, server: &str) -> Result<()> {
+    if pg_dump_num / 10000 < server_num / 10000 {
+        return Err(Error::Refused(format!(
+            "pg_dump {pg_dump} is older than the server ({server}); pg_dump cannot dump a newer server: install a pg_dump of version {} or newer (or point DBBACKUP_PG_BINDIR at one)",
+            server_num / 10000
+        )));
+    }
+    Ok(())
+}
+
+/// Runs the probe in a short REPEATABLE READ transaction and checks the local pg_dump.
+pub async fn run_probe(conn: &ConnParams, dbname: &str) -> Result<ProbeResult> {
+    let (pg_dump_version_num, pg_dump_version) = tool_version("pg_dump")?;
+    let session = conn.connect(dbname).await?;
+    let client = &session.client;
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(|e| Error::query("starting the probe transaction", e))?;
+    let found = probe(client, dbname).await?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| Error::query("ending the probe transaction", e))?;
+    check_pg_dump_version(
+        pg_dump_version_num,
+        &pg_dump_version,
+        found.server_version_num,
+        &found.server_version,
+    )?;
+    Ok(ProbeResult {
+        probe: found,
+        pg_dump_version,
+        pg_dump_version_num,
+    })
+}
+
+/// `backup single`: probe, decide, print the decision, then run the native engine or stream
+/// pg_dump's plain/custom output. On failure the manifest (if one was started) says `failed`.
+pub async fn backup_with_strategy(
+    conn: &ConnParams,
+    dbname: &str,
+    opts: &BackupOptions,
+    strategy_opts: &StrategyOptions,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<Manifest> {
+    let found = run_probe(conn, dbname).await?;
+    let strategy = decide(strategy_opts, found.probe.database_size.max(0) as u64);
+    progress.note(&found.summary_line(dbname));
+    progress.note(&format!(
+        "strategy: {} ({})",
+        strategy.kind.as_str(),
+        strategy.reason
+    ));
+    let probe_json = found.to_json();
+    match strategy.kind {
+        StrategyKind::Native => {
+            let result = backup_database(conn, dbname, opts, progress, cancel).await;
+            // The native engine records "native requested"; put the real decision in.
+            let mut m = match result {
+                Ok(m) => m,
+                Err(e) => {
+                    if let Ok(mut m) = Manifest::load(&opts.out) {
+                        m.strategy = strategy;
+                        m.probe = probe_json;
+                        let _ = m.store(&opts.out);
+                    }
+                    return Err(e);
+                }
+            };
+            m.strategy = strategy;
+            m.probe = probe_json;
+            m.store(&opts.out)?;
+            Ok(m)
+        }
+        StrategyKind::Plain | StrategyKind::Custom => {
+            crate::pgstream::backup_stream(
+                conn,
+                dbname,
+                opts,
+                crate::pgstream::StreamPlan {
+                    strategy,
+                    probe: &found.probe,
+                    probe_json,
+                    pg_dump_version: found.pg_dump_version.clone(),
+                },
+                progress,
+                cancel,
+            )
+            .await
+        }
+    }
+}
+
+/// 1536 → "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(format: FormatChoice, parallel: Option<usize>, threshold: u64) -> StrategyOptions {
+        StrategyOptions {
+            format,
+            parallel_tables_explicit: parallel,
+            plain_threshold: threshold,
+        }
+    }
+
+    #[test]
+    fn auto_rule() {
+        let t = 1000;
+        let auto = |p, size| decide(&opts(FormatChoice::Auto, p, t), size).kind;
+        assert_eq!(auto(None, 999), StrategyKind::Custom);
+        assert_eq!(auto(None, 1000), StrategyKind::Plain);
+        assert_eq!(auto(None, 1001), StrategyKind::Plain);
+        assert_eq!(auto(Some(1), 10), StrategyKind::Custom);
+        assert_eq!(auto(Some(1), 5000), StrategyKind::Plain);
+        assert_eq!(auto(Some(2), 10), StrategyKind::Native);
+        assert_eq!(auto(Some(8), 5000), StrategyKind::Native);
+    }
+
+    #[test]
+    fn explicit_formats_win() {
+        for (f, k) in [
+            (FormatChoice::Native, StrategyKind::Native),
+            (FormatChoice::Plain, StrategyKind::Plain),
+            (FormatChoice::Custom, StrategyKind::Custom),
+        ] {
+            assert_eq!(decide(&opts(f, Some(8), 1), 10).kind, k);
+            assert_eq!(decide(&opts(f, None, 1 << 40), 10).kind, k);
+        }
+    }
+
+    #[test]
+    fn reasons_are_words() {
+        let s = decide(&opts(FormatChoice::Auto, None, 5 << 30), 12 << 20);
+        assert!(s.reason.contains("12.0 MiB"), "{}", s.reason);
+        assert!(s.reason.contains("5.0 GiB"), "{}", s.reason);
+    }
+
+    #[test]
+    fn old_pg_dump_refused() {
+        assert!(check_pg_dump_version(150004, "15.4", 160002, "16.2").is_err());
+        assert!(check_pg_dump_version(160002, "16.2", 150004, "15.4").is_ok());
+        assert!(check_pg_dump_version(150001, "15.1", 150018, "15.18").is_ok());
+    }
+}
