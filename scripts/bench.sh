@@ -5,7 +5,7 @@
 #   BENCH_SCALE=2 bash scripts/bench.sh    # smoke test: a few tens of MB
 #
 # Environment (all optional):
-#   BENCH_DIR=DIR    work directory, default ./bench-work at the repo root.
+#   BENCH_DIR=DIR    work directory, default bench-work/ at the repo root.
 #                    Holds the throwaway cluster (DIR/pg), which is built once
 #                    and reused while BENCH_SCALE stays the same, the backups
 #                    of the last run (DIR/out) and the reports (DIR/results-*).
@@ -43,9 +43,13 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROOT=$(repo_root)
+# Paths given in the environment are relative to the caller's directory.
+BENCH_DIR=${BENCH_DIR:-$ROOT/bench-work}
+mkdir -p "$BENCH_DIR"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd -P)
+if [[ -n ${DBBACKUP:-} && $DBBACKUP != /* ]]; then DBBACKUP=$PWD/$DBBACKUP; fi
 cd "$ROOT"
 
-BENCH_DIR=${BENCH_DIR:-./bench-work}
 JOBS=${BENCH_JOBS:-2}
 SCALE=${BENCH_SCALE:-60}
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "BENCH_JOBS must be a positive integer, not '$JOBS'"
@@ -55,8 +59,6 @@ SMALL_TABLES=$((SCALE * 5))
 SMALL_SCALE=$((SCALE / 20 > 1 ? SCALE / 20 : 1))
 DATASET="v1 scale=$SCALE blob_mb=$BLOB_MB small_tables=$SMALL_TABLES small_scale=$SMALL_SCALE"
 
-mkdir -p "$BENCH_DIR"
-BENCH_DIR=$(cd "$BENCH_DIR" && pwd -P)
 chmod 0755 "$BENCH_DIR" # the postgres user must reach $BENCH_DIR/pg
 PGDIR=$BENCH_DIR/pg
 OUT=$BENCH_DIR/out

@@ -28,8 +28,11 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROOT=$(repo_root)
-cd "$ROOT"
 FIXTURES=${QUICKSTART_FIXTURES:-$ROOT/fixtures}
+# Paths given in the environment are relative to the caller's directory.
+if [[ $FIXTURES != /* ]]; then FIXTURES=$PWD/$FIXTURES; fi
+if [[ -n ${DBBACKUP:-} && $DBBACKUP != /* ]]; then DBBACKUP=$PWD/$DBBACKUP; fi
+cd "$ROOT"
 SRC_DB=quickstart
 DST_DB=quickstart_restored
 STEP="setup"

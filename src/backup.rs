@@ -15,11 +15,12 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::child::tool_version;
+use crate::child::{tool_version, ChildSet};
 use crate::chunk::create_private_dir;
 use crate::compress::Codec;
-use crate::conn::ConnParams;
+use crate::conn::{ConnParams, Session};
 use crate::copy::{dump_unit, kind_of};
+use crate::dirlock::DirLock;
 use crate::error::{Error, Result};
 use crate::manifest::{
     now_rfc3339, quote_ident, quote_literal, Chunk, Manifest, OptionsRecord, SchemaFile, Sequence,
@@ -28,6 +29,7 @@ use crate::manifest::{
 use crate::plan::{plan_units, schedule, WorkUnit};
 use crate::probe::{probe, CopyFormatChoice, Probe};
 use crate::progress::Progress;
+use crate::resume::{check_options, check_tables, reconcile};
 use crate::sink::SinkConfig;
 
 /// How often, at most, the manifest is rewritten while units complete.
@@ -47,6 +49,14 @@ pub struct BackupOptions {
     pub copy_format: CopyFormatChoice,
     /// How long to wait for each table's ACCESS SHARE lock.
     pub lock_timeout: Duration,
+    /// Attempts after the first for a unit that fails with a retryable error.
+    pub retries: u32,
+    /// Continue the backup already in `out` instead of starting a new one.
+    pub resume: bool,
+    /// With `resume`: accept that the resumed units come from a new snapshot.
+    pub allow_inconsistent: bool,
+    /// Read in this exported snapshot (of a transaction the user keeps open) instead of our own.
+    pub snapshot: Option<String>,
 }
 
 /// One job for a worker.
@@ -79,8 +89,48 @@ pub fn prepare_out_dir(out: &Path) -> Result<()> {
     }
 }
 
-/// Backs up `dbname` natively into `opts.out`. On failure the manifest says `failed` with the
-/// reason, and the error is returned.
+/// Cancel keys of every session a backup opened, so that stopping it (failure, Ctrl-C, a
+/// cluster timeout) cancels their running statements on the server: closing a socket does not
+/// wake a backend that waits for a lock.
+#[derive(Clone, Default)]
+pub struct Sessions(Arc<Mutex<Vec<tokio_postgres::CancelToken>>>);
+
+impl Sessions {
+    pub fn add(&self, token: tokio_postgres::CancelToken) {
+        self.0.lock().unwrap().push(token);
+    }
+
+    pub async fn cancel_all(&self) {
+        let tokens: Vec<_> = std::mem::take(&mut *self.0.lock().unwrap());
+        for t in tokens {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                t.cancel_query(tokio_postgres::NoTls),
+            )
+            .await;
+        }
+    }
+}
+
+/// Runs `fut` unless `cancel` fires first; then cancels the sessions' statements.
+async fn cancellable<T>(
+    cancel: &CancellationToken,
+    sessions: &Sessions,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancel.cancelled() => {
+            sessions.cancel_all().await;
+            Err(Error::Interrupted)
+        }
+    }
+}
+
+/// Backs up `dbname` natively into `opts.out` (or continues the backup there with
+/// `opts.resume`). On failure or cancellation the running statements are cancelled, children
+/// terminated, connections closed, the manifest says `failed` with the reason, and the error is
+/// returned.
 pub async fn backup_database(
     conn: &ConnParams,
     dbname: &str,
@@ -88,17 +138,130 @@ pub async fn backup_database(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) -> Result<Manifest> {
-    prepare_out_dir(&opts.out)?;
+    if opts.resume {
+        if !opts.out.join(crate::manifest::MANIFEST_FILE).exists() {
+            return Err(Error::Refused(format!(
+                "nothing to resume: {} has no manifest.json",
+                opts.out.display()
+            )));
+        }
+    } else {
+        prepare_out_dir(&opts.out)?;
+    }
+    let _lock = DirLock::acquire(&opts.out)?;
+    let sessions = Sessions::default();
+    let children = ChildSet::default();
+    let mut manifest: Option<Manifest> = None;
     let started = Instant::now();
+    let result = backup_locked(
+        conn,
+        dbname,
+        opts,
+        progress,
+        &cancel,
+        &sessions,
+        &children,
+        &mut manifest,
+    )
+    .await;
+    if result.is_err() {
+        sessions.cancel_all().await;
+        let children = children.clone();
+        let _ = tokio::task::spawn_blocking(move || children.terminate()).await;
+    }
+    let Some(mut m) = manifest else {
+        return result.map(|_| unreachable!("a successful backup has a manifest"));
+    };
+    if matches!(result, Ok(Done::AlreadyComplete)) {
+        return Ok(m);
+    }
+    m.totals.duration_secs += started.elapsed().as_secs_f64();
+    m.finished_at = Some(now_rfc3339());
+    m.recompute_totals();
+    match result {
+        Ok(_) => {
+            m.status = Status::Complete;
+            m.error = None;
+            m.store(&opts.out)?;
+            Ok(m)
+        }
+        Err(e) => {
+            m.status = Status::Failed;
+            m.error = Some(e.to_string());
+            // The manifest on disk stays valid even if this store fails (a full disk): it is
+            // then the last one stored, still `in_progress`, and resume treats it the same.
+            let _ = m.store(&opts.out);
+            Err(e)
+        }
+    }
+}
+
+enum Done {
+    Finished,
+    AlreadyComplete,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn backup_locked(
+    conn: &ConnParams,
+    dbname: &str,
+    opts: &BackupOptions,
+    progress: Arc<dyn Progress>,
+    cancel: &CancellationToken,
+    sessions: &Sessions,
+    children: &ChildSet,
+    slot: &mut Option<Manifest>,
+) -> Result<Done> {
+    let previous = if opts.resume {
+        let m = Manifest::load(&opts.out)?;
+        if m.status == Status::Complete {
+            progress.note(&format!(
+                "the backup in {} is already complete; nothing to do",
+                opts.out.display()
+            ));
+            *slot = Some(m);
+            return Ok(Done::AlreadyComplete);
+        }
+        check_options(&m.options, &options_record(opts))?;
+        if m.database.name != dbname {
+            return Err(Error::Refused(format!(
+                "{} holds a backup of database {:?}, not {dbname:?}",
+                opts.out.display(),
+                m.database.name
+            )));
+        }
+        if opts.snapshot.is_none() && !opts.allow_inconsistent {
+            return Err(Error::Refused(
+                "the first run's snapshot died with it: resuming reads the rest in a new snapshot, \
+                 so the backup would not be consistent; pass --allow-inconsistent to accept that, \
+                 or --snapshot ID of a transaction that is still open"
+                    .into(),
+            ));
+        }
+        Some(m)
+    } else {
+        None
+    };
     let (pg_dump_num, pg_dump_version) = tool_version("pg_dump")?;
 
-    let coordinator = conn.connect(dbname).await?;
+    let coordinator = cancellable(cancel, sessions, conn.connect(dbname)).await?;
+    sessions.add(coordinator.cancel.clone());
     let client = &coordinator.client;
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-        .map_err(|e| Error::query("starting the snapshot transaction", e))?;
-    let found = probe(client, dbname).await?;
+    let begin = match &opts.snapshot {
+        Some(id) => format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(id)
+        ),
+        None => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_string(),
+    };
+    cancellable(cancel, sessions, async {
+        client
+            .batch_execute(&begin)
+            .await
+            .map_err(|e| Error::query("starting the snapshot transaction", e))
+    })
+    .await?;
+    let found = cancellable(cancel, sessions, probe(client, dbname, opts.lock_timeout)).await?;
     if pg_dump_num / 10000 < found.server_version_num / 10000 {
         return Err(Error::Refused(format!(
             "pg_dump {pg_dump_version} is older than the server ({}); install a pg_dump of version {} or newer",
@@ -106,84 +269,80 @@ pub async fn backup_database(
             found.server_version_num / 10000
         )));
     }
-    lock_tables(client, &found, opts.lock_timeout).await?;
-    let snapshot: String = client
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(|e| Error::query("exporting the snapshot", e))?
-        .get(0);
-    let sequences = read_sequences(client, &found).await?;
+    let snapshot: String = match &opts.snapshot {
+        Some(id) => id.clone(),
+        None => {
+            cancellable(cancel, sessions, async {
+                client
+                    .query_one("SELECT pg_export_snapshot()", &[])
+                    .await
+                    .map_err(|e| Error::query("exporting the snapshot", e))
+                    .map(|r| r.get(0))
+            })
+            .await?
+        }
+    };
 
-    let mut manifest =
-        initial_manifest(&found, dbname, &snapshot, opts, &pg_dump_version, sequences);
+    let manifest = match previous {
+        Some(mut m) => {
+            check_tables(&m, &found)?;
+            let r = reconcile(&opts.out, &mut m)?;
+            for bad in &r.bad_chunks {
+                progress.note(&format!(
+                    "resume: redoing a unit whose chunk failed its check: {bad}"
+                ));
+            }
+            progress.note(&format!(
+                "resume: keeping {} finished units, redoing {}, deleted {} leftover files",
+                r.units_kept, r.units_redo, r.files_deleted
+            ));
+            if m.snapshot.as_deref() != Some(snapshot.as_str()) {
+                m.consistent = false;
+            }
+            m.status = Status::InProgress;
+            m.error = None;
+            m.finished_at = None;
+            m.options.parallel_tables = opts.parallel_tables;
+            m
+        }
+        None => {
+            let sequences = cancellable(cancel, sessions, read_sequences(client, &found)).await?;
+            initial_manifest(&found, dbname, &snapshot, opts, &pg_dump_version, sequences)
+        }
+    };
     manifest.store(&opts.out)?;
+    *slot = Some(manifest);
+    let manifest = slot.as_mut().expect("just set");
 
-    let outcome = run_jobs(
+    let ctx = JobsCtx {
         conn,
         dbname,
-        &snapshot,
+        snapshot: &snapshot,
         opts,
-        &found,
-        &mut manifest,
-        progress.clone(),
+        found: &found,
+        progress,
         cancel,
-    )
-    .await;
-    manifest.totals.duration_secs = started.elapsed().as_secs_f64();
-    manifest.finished_at = Some(now_rfc3339());
-    manifest.recompute_totals();
-    match outcome {
-        Ok(()) => {
-            // Ending the transaction releases the snapshot: only now, after every reader is done.
-            client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| Error::query("ending the snapshot transaction", e))?;
-            manifest.status = Status::Complete;
-            manifest.store(&opts.out)?;
-            Ok(manifest)
-        }
-        Err(e) => {
-            manifest.status = Status::Failed;
-            manifest.error = Some(e.to_string());
-            manifest.store(&opts.out)?;
-            Err(e)
-        }
-    }
+        sessions,
+        children,
+    };
+    run_jobs(&ctx, manifest).await?;
+    // Ending the transaction releases the snapshot: only now, after every reader is done.
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| Error::query("ending the snapshot transaction", e))?;
+    Ok(Done::Finished)
 }
 
-/// ACCESS SHARE on every table, one at a time so a timeout names the table that is blocked.
-async fn lock_tables(client: &Client, found: &Probe, timeout: Duration) -> Result<()> {
-    client
-        .batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
-            timeout.as_millis().max(1)
-        ))
-        .await
-        .map_err(|e| Error::query("setting lock_timeout", e))?;
-    for t in &found.tables {
-        let sql = format!(
-            "LOCK TABLE ONLY {}.{} IN ACCESS SHARE MODE",
-            quote_ident(&t.schema),
-            quote_ident(&t.name)
-        );
-        if let Err(e) = client.batch_execute(&sql).await {
-            let what = if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
-                format!(
-                    "timed out after {:?} waiting for an ACCESS SHARE lock on table {} (another session holds a conflicting lock)",
-                    timeout,
-                    t.display_name()
-                )
-            } else {
-                format!("locking table {}", t.display_name())
-            };
-            return Err(Error::query(what, e));
-        }
+fn options_record(opts: &BackupOptions) -> OptionsRecord {
+    OptionsRecord {
+        codec: opts.codec,
+        level: opts.level,
+        chunk_size: opts.chunk_size,
+        split_tables_larger_than: opts.split_larger_than,
+        parallel_tables: opts.parallel_tables,
+        copy_format: format!("{:?}", opts.copy_format).to_lowercase(),
     }
-    client
-        .batch_execute("SET LOCAL lock_timeout = 0")
-        .await
-        .map_err(|e| Error::query("resetting lock_timeout", e))
 }
 
 /// Sequence values are not transactional; read them while holding the snapshot, as pg_dump does.
@@ -269,14 +428,7 @@ fn initial_manifest(
         database,
         snapshot: Some(snapshot.to_string()),
         consistent: true,
-        options: OptionsRecord {
-            codec: opts.codec,
-            level: opts.level,
-            chunk_size: opts.chunk_size,
-            split_tables_larger_than: opts.split_larger_than,
-            parallel_tables: opts.parallel_tables,
-            copy_format: format!("{:?}", opts.copy_format).to_lowercase(),
-        },
+        options: options_record(opts),
         strategy: Strategy {
             kind: StrategyKind::Native,
             reason: "native requested".into(),
@@ -296,43 +448,52 @@ fn initial_manifest(
     }
 }
 
-/// Runs the schema dumps and the data workers; keeps the manifest current as units finish.
-#[allow(clippy::too_many_arguments)]
-async fn run_jobs(
-    conn: &ConnParams,
-    dbname: &str,
-    snapshot: &str,
-    opts: &BackupOptions,
-    found: &Probe,
-    manifest: &mut Manifest,
+/// What the job runner shares with its workers.
+struct JobsCtx<'a> {
+    conn: &'a ConnParams,
+    dbname: &'a str,
+    snapshot: &'a str,
+    opts: &'a BackupOptions,
+    found: &'a Probe,
     progress: Arc<dyn Progress>,
-    cancel: CancellationToken,
-) -> Result<()> {
-    // Schema first in its own thread: pg_dump reads the same snapshot.
-    let schema_task = {
-        let conn = conn.clone();
-        let dbname = dbname.to_string();
-        let snapshot = snapshot.to_string();
+    cancel: &'a CancellationToken,
+    sessions: &'a Sessions,
+    children: &'a ChildSet,
+}
+
+/// Runs the schema dumps and the data workers; keeps the manifest current as units finish.
+async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Result<()> {
+    let opts = ctx.opts;
+    // The schema in its own thread: pg_dump reads the same snapshot. A resumed backup keeps
+    // the schema of its first run when it is intact.
+    let schema_task = if manifest.schema.is_empty() {
+        let conn = ctx.conn.clone();
+        let dbname = ctx.dbname.to_string();
+        let snapshot = ctx.snapshot.to_string();
         let root = opts.out.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<SchemaFile>> {
-            create_private_dir(&root.join("schema"))?;
-            ["pre-data", "post-data"]
-                .iter()
-                .map(|section| {
-                    let rel = format!("schema/{section}.dump");
-                    let chunk = crate::pgdump::dump_schema_section(
-                        &conn, &dbname, &snapshot, section, &root, &rel,
-                    )?;
-                    Ok(SchemaFile {
-                        section: section.to_string(),
-                        chunk,
+        let children = ctx.children.clone();
+        Some(tokio::task::spawn_blocking(
+            move || -> Result<Vec<SchemaFile>> {
+                create_private_dir(&root.join("schema"))?;
+                ["pre-data", "post-data"]
+                    .iter()
+                    .map(|section| {
+                        let rel = format!("schema/{section}.dump");
+                        let chunk = crate::pgdump::dump_schema_section(
+                            &conn, &dbname, &snapshot, section, &root, &rel, &children,
+                        )?;
+                        Ok(SchemaFile {
+                            section: section.to_string(),
+                            chunk,
+                        })
                     })
-                })
-                .collect()
-        })
+                    .collect()
+            },
+        ))
+    } else {
+        None
     };
 
-    let mut queue: VecDeque<Job> = VecDeque::new();
     let units: Vec<Vec<WorkUnit>> = manifest
         .tables
         .iter()
@@ -354,72 +515,86 @@ async fn run_jobs(
     let mut ordered: Vec<Job> = schedule(&units).into_iter().map(Job::Unit).collect();
     if !manifest.large_objects.done {
         // Place the large objects among the units by their estimated size.
-        let lo_bytes = found.large_object_bytes.max(0) as u64;
+        let lo_bytes = ctx.found.large_object_bytes.max(0) as u64;
         let pos = ordered
             .iter()
             .position(|j| matches!(j, Job::Unit(u) if u.est_bytes < lo_bytes))
             .unwrap_or(ordered.len());
         ordered.insert(pos, Job::LargeObjects);
     }
-    queue.extend(ordered);
-    let workers_wanted = opts.parallel_tables.max(1).min(queue.len().max(1));
-    let queue = Arc::new(Mutex::new(queue));
+    let remaining: u64 = ordered
+        .iter()
+        .map(|j| match j {
+            Job::Unit(u) => u.est_bytes,
+            Job::LargeObjects => ctx.found.large_object_bytes.max(0) as u64,
+        })
+        .sum();
+    let workers_wanted = opts.parallel_tables.max(1).min(ordered.len().max(1));
+    let queue = Arc::new(Mutex::new(VecDeque::from(ordered)));
     let tables = Arc::new(manifest.tables.clone());
-    progress.start("backup", found.data_bytes());
+    ctx.progress.start("backup", remaining);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut workers = JoinSet::new();
     for worker in 0..workers_wanted {
-        let ctx = WorkerCtx {
-            conn: conn.clone(),
-            dbname: dbname.to_string(),
-            snapshot: snapshot.to_string(),
+        let w = WorkerCtx {
+            conn: ctx.conn.clone(),
+            dbname: ctx.dbname.to_string(),
+            snapshot: ctx.snapshot.to_string(),
             opts: opts.clone(),
             tables: tables.clone(),
             queue: queue.clone(),
-            progress: progress.clone(),
+            progress: ctx.progress.clone(),
+            sessions: ctx.sessions.clone(),
             worker,
         };
         let tx = tx.clone();
         workers.spawn(async move {
-            if let Err(e) = ctx.run(&tx).await {
+            if let Err(e) = w.run(&tx).await {
                 let _ = tx.send(Event::Failed(e));
             }
         });
     }
     drop(tx);
 
-    let mut schema_task = Some(schema_task);
-    let mut last_store = Instant::now();
+    let mut dirty = false;
+    let mut tick = tokio::time::interval(MANIFEST_SYNC_INTERVAL);
     let mut failure: Option<Error> = None;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(Event::Done(job, chunks)) => {
-                    apply_done(manifest, job, chunks, snapshot);
-                    if last_store.elapsed() >= MANIFEST_SYNC_INTERVAL {
-                        manifest.recompute_totals();
-                        manifest.store(&opts.out)?;
-                        last_store = Instant::now();
-                    }
+                    apply_done(manifest, job, chunks, ctx.snapshot);
+                    dirty = true;
                 }
                 Some(Event::Failed(e)) => { failure = Some(e); break; }
                 None => break,
             },
-            _ = cancel.cancelled() => { failure = Some(Error::Interrupted); break; }
+            // Batched: the manifest is rewritten at most every interval, never per row.
+            _ = tick.tick() => if dirty {
+                manifest.recompute_totals();
+                manifest.store(&opts.out)?;
+                dirty = false;
+            },
+            _ = ctx.cancel.cancelled() => { failure = Some(Error::Interrupted); break; }
         }
+    }
+    if failure.is_some() {
+        ctx.sessions.cancel_all().await;
     }
     workers.abort_all();
     while workers.join_next().await.is_some() {}
-    progress.finish();
+    ctx.progress.finish();
     if let Some(e) = failure {
         return Err(e);
     }
-    let schema = tokio::select! {
-        r = schema_task.take().expect("once") => r.expect("schema thread panicked")?,
-        _ = cancel.cancelled() => return Err(Error::Interrupted),
-    };
-    manifest.schema = schema;
+    if let Some(task) = schema_task {
+        let schema = tokio::select! {
+            r = task => r.expect("schema thread panicked")?,
+            _ = ctx.cancel.cancelled() => return Err(Error::Interrupted),
+        };
+        manifest.schema = schema;
+    }
     Ok(())
 }
 
@@ -452,52 +627,55 @@ struct WorkerCtx {
     tables: Arc<Vec<Table>>,
     queue: Arc<Mutex<VecDeque<Job>>>,
     progress: Arc<dyn Progress>,
+    sessions: Sessions,
     worker: usize,
 }
 
 impl WorkerCtx {
-    async fn run(&self, tx: &mpsc::UnboundedSender<Event>) -> Result<()> {
+    /// A connection inside the shared snapshot.
+    async fn open(&self) -> Result<Session> {
         let session = self.conn.connect(&self.dbname).await?;
-        let client = &session.client;
-        client
+        self.sessions.add(session.cancel.clone());
+        session
+            .client
             .batch_execute(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
                 quote_literal(&self.snapshot)
             ))
             .await
             .map_err(|e| Error::query(format!("importing snapshot {}", self.snapshot), e))?;
+        Ok(session)
+    }
+
+    async fn run(&self, tx: &mpsc::UnboundedSender<Event>) -> Result<()> {
+        let mut session = Some(self.open().await?);
         loop {
             let job = self.queue.lock().unwrap().pop_front();
             let Some(job) = job else { break };
-            let chunks = match &job {
-                Job::Unit(u) => {
-                    let table = &self.tables[u.table];
-                    self.progress
-                        .worker_busy(self.worker, &table.display_name());
-                    let sink = SinkConfig {
-                        root: self.opts.out.clone(),
-                        dir: format!("data/{}", table.oid),
-                        stem: format!("u{:04}", u.index),
-                        kind: kind_of(table.copy_format),
-                        codec: self.opts.codec,
-                        level: self.opts.level,
-                        threads: 0,
-                    };
-                    dump_unit(client, table, u, sink, self.opts.chunk_size, &self.progress).await?
+            let mut attempt = 0;
+            let chunks = loop {
+                if session.is_none() {
+                    session = Some(self.open().await?);
                 }
-                Job::LargeObjects => {
-                    self.progress.worker_busy(self.worker, "large objects");
-                    let sink = SinkConfig {
-                        root: self.opts.out.clone(),
-                        dir: "large_objects".into(),
-                        stem: "lo".into(),
-                        kind: "lo",
-                        codec: self.opts.codec,
-                        level: self.opts.level,
-                        threads: 0,
-                    };
-                    crate::largeobj::dump(client, sink, self.opts.chunk_size, &self.progress)
-                        .await?
+                let client = &session.as_ref().expect("open").client;
+                match self.dump(client, &job).await {
+                    Ok(chunks) => break chunks,
+                    Err(e) if e.is_retryable() && attempt < self.opts.retries => {
+                        attempt += 1;
+                        let wait = backoff(attempt);
+                        self.progress.note(&format!(
+                            "retrying {} (attempt {} of {}) in {:.1}s after: {e}",
+                            self.job_name(&job),
+                            attempt + 1,
+                            self.opts.retries + 1,
+                            wait.as_secs_f64()
+                        ));
+                        // The failed attempt's files were removed by dump_unit; the connection
+                        // is not trusted any more.
+                        session = None;
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => return Err(e),
                 }
             };
             self.progress.worker_idle(self.worker);
@@ -505,10 +683,69 @@ impl WorkerCtx {
                 break;
             }
         }
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| Error::query("ending worker transaction", e))?;
+        if let Some(s) = session {
+            s.client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| Error::query("ending worker transaction", e))?;
+        }
         Ok(())
     }
+
+    fn job_name(&self, job: &Job) -> String {
+        match job {
+            Job::Unit(u) => format!(
+                "table {} unit {}",
+                self.tables[u.table].display_name(),
+                u.index
+            ),
+            Job::LargeObjects => "large objects".into(),
+        }
+    }
+
+    async fn dump(&self, client: &Client, job: &Job) -> Result<Vec<Chunk>> {
+        match job {
+            Job::Unit(u) => {
+                let table = &self.tables[u.table];
+                self.progress
+                    .worker_busy(self.worker, &table.display_name());
+                let sink = SinkConfig {
+                    root: self.opts.out.clone(),
+                    dir: format!("data/{}", table.oid),
+                    stem: format!("u{:04}", u.index),
+                    kind: kind_of(table.copy_format),
+                    codec: self.opts.codec,
+                    level: self.opts.level,
+                    threads: 0,
+                };
+                dump_unit(client, table, u, sink, self.opts.chunk_size, &self.progress).await
+            }
+            Job::LargeObjects => {
+                self.progress.worker_busy(self.worker, "large objects");
+                let sink = SinkConfig {
+                    root: self.opts.out.clone(),
+                    dir: "large_objects".into(),
+                    stem: "lo".into(),
+                    kind: "lo",
+                    codec: self.opts.codec,
+                    level: self.opts.level,
+                    threads: 0,
+                };
+                crate::largeobj::dump(client, sink, self.opts.chunk_size, &self.progress).await
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter: 0.5 s, 1 s, 2 s, … (capped at 30 s), each ±25%.
+fn backoff(attempt: u32) -> Duration {
+    let base = 500u64
+        .saturating_mul(1 << attempt.min(6).saturating_sub(1))
+        .min(30_000);
+    // Jitter from the clock's nanoseconds: enough to keep workers from retrying in lockstep.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let jitter = (nanos % (base / 2 + 1)) as i64 - (base / 4) as i64;
+    Duration::from_millis((base as i64 + jitter).max(1) as u64)
 }

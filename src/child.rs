@@ -75,6 +75,19 @@ impl Child {
         stdin: Stdio,
         stdout: Stdio,
     ) -> Result<Child> {
+        Self::spawn_keeping(program, args, env, stdin, stdout, STDERR_TAIL_LINES)
+    }
+
+    /// [`Child::spawn`], keeping the last `stderr_lines` lines of stderr instead of the usual
+    /// tail (for callers that parse every line, e.g. psql's errors during a globals restore).
+    pub fn spawn_keeping(
+        program: &str,
+        args: &[OsString],
+        env: &[(String, String)],
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr_lines: usize,
+    ) -> Result<Child> {
         let path = pg_program(program);
         let mut cmd = Command::new(&path);
         cmd.args(args)
@@ -83,6 +96,15 @@ impl Child {
             .stdout(stdout)
             .stderr(Stdio::piped())
             .process_group(0);
+        // If dbbackup dies without cleaning up (kill -9, OOM killer), its children must not
+        // go on writing into a database or a backup that nobody watches any more.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut inner = cmd.spawn().map_err(|e| Error::Child {
             program: program.to_string(),
             status: "could not start".to_string(),
@@ -96,7 +118,7 @@ impl Child {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let mut t = tail2.lock().unwrap();
-                if t.len() == STDERR_TAIL_LINES {
+                if t.len() >= stderr_lines.max(1) {
                     t.pop_front();
                 }
                 t.push_back(line);
@@ -132,6 +154,20 @@ impl Child {
             .cloned()
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// [`Child::wait`], also returning the stderr lines kept (read to the end).
+    pub fn wait_with_stderr(self) -> (Result<()>, String) {
+        let tail = self.tail.clone();
+        let r = self.wait();
+        let text = tail
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        (r, text)
     }
 
     /// Waits for the child; a non-zero exit or a signal is an error carrying the stderr tail.
@@ -245,5 +281,41 @@ mod tests {
         assert_eq!(version_num("15.18"), 150018);
         assert_eq!(version_num("16beta1"), 160001);
         assert_eq!(version_num("9.6.24"), 90624);
+    }
+}
+
+/// The children of one job (one database's backup), so that cancelling that job terminates
+/// its children and nobody else's.
+#[derive(Clone, Default)]
+pub struct ChildSet(Arc<Mutex<Vec<i32>>>);
+
+impl ChildSet {
+    pub fn track(&self, child: &Child) {
+        self.0.lock().unwrap().push(child.id() as i32);
+    }
+
+    /// SIGTERM to each tracked group that is still alive, SIGKILL after the grace period.
+    pub fn terminate(&self) {
+        let groups: Vec<i32> = std::mem::take(&mut *self.0.lock().unwrap());
+        let live: Vec<i32> = {
+            let all = LIVE_GROUPS.lock().unwrap();
+            groups.into_iter().filter(|g| all.contains(g)).collect()
+        };
+        if live.is_empty() {
+            return;
+        }
+        for g in &live {
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline
+            && live.iter().any(|g| LIVE_GROUPS.lock().unwrap().contains(g))
+        {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let all = LIVE_GROUPS.lock().unwrap();
+        for g in live.iter().filter(|g| all.contains(g)) {
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
+        }
     }
 }

@@ -126,12 +126,13 @@ impl ChunkWriter {
     }
 
     fn write_error(&self, e: io::Error) -> Error {
-        let what = if e.raw_os_error() == Some(libc::ENOSPC) {
-            "disk full while writing chunk"
-        } else {
-            "writing chunk"
-        };
-        Error::io(what, &self.tmp, e)
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            return Error::DiskFull {
+                path: self.root.join(&self.rel),
+                written: self.raw_bytes,
+            };
+        }
+        Error::io("writing chunk", &self.tmp, e)
     }
 }
 

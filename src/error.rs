@@ -41,6 +41,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The file system is full (ENOSPC).
+    #[error("disk full while writing {} ({written} bytes of it written); free space, then continue with --resume", .path.display())]
+    DiskFull { path: PathBuf, written: u64 },
+
     /// The manifest cannot be read or does not describe a usable backup.
     #[error("manifest {}: {msg}", .path.display())]
     Manifest { path: PathBuf, msg: String },

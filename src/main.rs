@@ -68,6 +68,9 @@ async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
         Command::Backup(BackupCommand::Single(args)) => {
             cli::commands::backup_single(&conn, args, cancel).await
         }
+        Command::Backup(BackupCommand::Cluster(args)) => {
+            cli::cluster::backup_cluster(&conn, args, cancel).await
+        }
         Command::Verify(args) => cli::commands::verify(args),
         Command::Restore(args) => cli::commands::restore(&conn, args, cancel).await,
     }

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
 
-use crate::child::Child;
+use crate::child::{Child, ChildSet};
 use crate::chunk::ChunkWriter;
 use crate::compress::Codec;
 use crate::conn::ConnParams;
@@ -22,6 +22,7 @@ pub fn dump_schema_section(
     section: &str,
     root: &Path,
     rel: &str,
+    children: &ChildSet,
 ) -> Result<Chunk> {
     let args: Vec<OsString> = vec![
         "--format=custom".into(),
@@ -36,6 +37,7 @@ pub fn dump_schema_section(
         Stdio::null(),
         Stdio::piped(),
     )?;
+    children.track(&child);
     let mut stdout = child.stdout().expect("piped");
     let mut writer = ChunkWriter::create(root, rel, Codec::None, 0, 0)?;
     let mut buf = vec![0u8; 256 * 1024];

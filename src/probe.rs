@@ -97,8 +97,14 @@ fn q(what: &str) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
 }
 
 /// Reads server, database, tables, sequences and large objects. Run it inside the snapshot's
-/// transaction.
-pub async fn probe(client: &Client, dbname: &str) -> Result<Probe> {
+/// transaction. Every listed table is locked ACCESS SHARE (held until the transaction ends)
+/// before its size is read, waiting at most `lock_timeout` per table: reading a size opens the
+/// table, and without our own lock that would wait silently behind any exclusive lock.
+pub async fn probe(
+    client: &Client,
+    dbname: &str,
+    lock_timeout: std::time::Duration,
+) -> Result<Probe> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int,
@@ -112,7 +118,9 @@ pub async fn probe(client: &Client, dbname: &str) -> Result<Probe> {
     let database_size: i64 = row.get(2);
 
     let database = database_info(client, dbname, server_version_num).await?;
-    let tables = tables(client).await?;
+    let mut tables = tables(client).await?;
+    lock_tables(client, &tables, lock_timeout).await?;
+    table_sizes(client, &mut tables).await?;
     let sequences = client
         .query(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -275,8 +283,7 @@ async fn tables(client: &Client) -> Result<Vec<TableInfo>> {
 
     let rows = client
         .query(
-            "SELECT c.oid, n.nspname, c.relname, c.relkind::text, pg_table_size(c.oid),
-                    (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint,
+            "SELECT c.oid, n.nspname, c.relname, c.relkind::text, 0::bigint, 0::bigint,
                     greatest(c.reltuples, 0)::bigint
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind = 'r'
@@ -384,4 +391,66 @@ fn resolve_domain(types: &HashMap<u32, TypeRow>, mut oid: u32) -> u32 {
         oid = t.basetype;
     }
     oid
+}
+
+/// ACCESS SHARE on every table, one at a time so a timeout names the table that is blocked.
+pub async fn lock_tables(
+    client: &Client,
+    tables: &[TableInfo],
+    timeout: std::time::Duration,
+) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}",
+            timeout.as_millis().max(1)
+        ))
+        .await
+        .map_err(q("setting lock_timeout"))?;
+    for t in tables {
+        let sql = format!(
+            "LOCK TABLE ONLY {}.{} IN ACCESS SHARE MODE",
+            crate::manifest::quote_ident(&t.schema),
+            crate::manifest::quote_ident(&t.name)
+        );
+        if let Err(e) = client.batch_execute(&sql).await {
+            let what = if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                format!(
+                    "timed out after {timeout:?} waiting for an ACCESS SHARE lock on table {} (another session holds a conflicting lock)",
+                    t.display_name()
+                )
+            } else {
+                format!("locking table {}", t.display_name())
+            };
+            return Err(Error::query(what, e));
+        }
+    }
+    client
+        .batch_execute("SET LOCAL lock_timeout = 0")
+        .await
+        .map_err(q("resetting lock_timeout"))
+}
+
+/// Sizes of the (locked) tables: heap plus TOAST, and heap pages.
+async fn table_sizes(client: &Client, tables: &mut [TableInfo]) -> Result<()> {
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let rows = client
+        .query(
+            "SELECT c.oid, pg_table_size(c.oid),
+                    (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint
+             FROM pg_class c WHERE c.oid = ANY($1)",
+            &[&oids],
+        )
+        .await
+        .map_err(q("reading table sizes"))?;
+    let sizes: HashMap<u32, (i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get::<_, u32>(0), (r.get(1), r.get(2))))
+        .collect();
+    for t in tables {
+        if let Some(&(size, pages)) = sizes.get(&t.oid) {
+            t.size_bytes = size;
+            t.heap_pages = u32::try_from(pages).unwrap_or(u32::MAX);
+        }
+    }
+    Ok(())
 }

@@ -42,6 +42,9 @@ pub struct RestoreOptions {
     pub create: bool,
     pub clean: bool,
     pub jobs: usize,
+    /// Plain/custom backups: where `pg_restore --jobs` gets its decompressed archive
+    /// (default: beside the backup directory).
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -88,10 +91,7 @@ pub async fn restore_database(
         )));
     }
     if manifest.strategy.kind != StrategyKind::Native {
-        return Err(Error::Refused(format!(
-            "restoring {} backups is not supported by this build",
-            manifest.strategy.kind.as_str()
-        )));
+        return crate::pgstream::restore_stream(conn, opts, &manifest, progress, cancel).await;
     }
     let mut summary = RestoreSummary::default();
     if !manifest.consistent {
@@ -141,7 +141,11 @@ pub async fn restore_database(
 }
 
 /// Creates the target (`--create`) or checks that it may be written to.
-async fn prepare_target(conn: &ConnParams, opts: &RestoreOptions, db: &DatabaseInfo) -> Result<()> {
+pub(crate) async fn prepare_target(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    db: &DatabaseInfo,
+) -> Result<()> {
     let maint = conn.connect(&conn.maintenance_db).await?;
     let exists = maint
         .client
@@ -326,7 +330,8 @@ pub async fn apply_database_properties(
 /// first, so that pg_restore's `DROP TABLE IF EXISTS` does not trip over them. Post-data
 /// recreates them.
 async fn drop_foreign_keys(client: &Client, manifest: &Manifest) -> Result<()> {
-    let names: Vec<String> = manifest.tables.iter().map(|t| t.qualified()).collect();
+    let schemas: Vec<&str> = manifest.tables.iter().map(|t| t.schema.as_str()).collect();
+    let names: Vec<&str> = manifest.tables.iter().map(|t| t.name.as_str()).collect();
     let rows = client
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(con.conname)
@@ -336,9 +341,9 @@ async fn drop_foreign_keys(client: &Client, manifest: &Manifest) -> Result<()> {
              JOIN pg_class r ON r.oid = con.confrelid
              JOIN pg_namespace rn ON rn.oid = r.relnamespace
              WHERE con.contype = 'f'
-               AND (format('%I.%I', n.nspname, c.relname) = ANY($1)
-                    OR format('%I.%I', rn.nspname, r.relname) = ANY($1))",
-            &[&names],
+               AND ((n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+                    OR (rn.nspname, r.relname) IN (SELECT * FROM unnest($1::text[], $2::text[])))",
+            &[&schemas, &names],
         )
         .await
         .map_err(|e| Error::query("listing foreign keys to drop (--clean)", e))?;

@@ -99,7 +99,7 @@ impl ProbeResult {
     pub fn to_json(&self) -> serde_json::Value {
         let p = &self.probe;
         let mut tables: Vec<&crate::probe::TableInfo> = p.tables.iter().collect();
-        tables.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes));
+        tables.sort_by_key(|t| std::cmp::Reverse(t.size_bytes));
         let listed: Vec<serde_json::Value> = tables
             .iter()
             .take(PROBE_TABLES_LISTED)
@@ -126,10 +126,7 @@ impl ProbeResult {
             "row_estimate".into(),
             serde_json::json!(p.tables.iter().map(|t| t.row_estimate).sum::<i64>()),
         );
-        obj.insert(
-            "largest_tables".into(),
-            serde_json::Value::Array(listed),
-        );
+        obj.insert("largest_tables".into(), serde_json::Value::Array(listed));
         if p.tables.len() > PROBE_TABLES_LISTED {
             obj.insert(
                 "largest_tables_note".into(),
@@ -160,7 +157,12 @@ impl ProbeResult {
 }
 
 /// Refuses a pg_dump whose major version is older than the server's.
-pub fn check_pg_dump_version(pg_dump_num: i32, pg_dump: &str, server_num: i32, server: &str) -> Result<()> {
+pub fn check_pg_dump_version(
+    pg_dump_num: i32,
+    pg_dump: &str,
+    server_num: i32,
+    server: &str,
+) -> Result<()> {
     if pg_dump_num / 10000 < server_num / 10000 {
         return Err(Error::Refused(format!(
             "pg_dump {pg_dump} is older than the server ({server}); pg_dump cannot dump a newer server: install a pg_dump of version {} or newer (or point DBBACKUP_PG_BINDIR at one)",
@@ -179,7 +181,7 @@ pub async fn run_probe(conn: &ConnParams, dbname: &str) -> Result<ProbeResult> {
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .map_err(|e| Error::query("starting the probe transaction", e))?;
-    let found = probe(client, dbname).await?;
+    let found = probe(client, dbname, std::time::Duration::from_secs(60)).await?;
     client
         .batch_execute("COMMIT")
         .await
@@ -207,6 +209,18 @@ pub async fn backup_with_strategy(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) -> Result<Manifest> {
+    if opts.resume {
+        // Only native backups resume; the backup in --out says what it is.
+        if matches!(
+            strategy_opts.format,
+            FormatChoice::Plain | FormatChoice::Custom
+        ) {
+            return Err(Error::Usage(
+                "--resume continues native backups only; a plain/custom backup is rerun from the start".into(),
+            ));
+        }
+        return backup_database(conn, dbname, opts, progress, cancel).await;
+    }
     let found = run_probe(conn, dbname).await?;
     let strategy = decide(strategy_opts, found.probe.database_size.max(0) as u64);
     progress.note(&found.summary_line(dbname));

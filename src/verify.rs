@@ -44,7 +44,7 @@ pub fn chunks_with_payload(m: &Manifest) -> Vec<(&Chunk, Payload)> {
             .iter()
             .map(|c| (c, Payload::LargeObjects)),
     );
-    v.extend(m.stream.iter().map(|c| (c, Payload::Opaque)));
+    // Stream pieces (plain/custom) are one compressed stream: see verify_dir.
     v
 }
 
@@ -95,6 +95,16 @@ pub fn verify_dir(dir: &Path) -> Result<Report> {
                 if matches!(payload, Payload::Copy(_)) {
                     report.rows += chunk.rows;
                 }
+            }
+            Err(e) => report.problems.push(e),
+        }
+    }
+    if !manifest.stream.is_empty() {
+        report.files += manifest.stream.len() as u64;
+        match crate::pgstream::verify_stream(dir, &manifest) {
+            Ok(raw) => {
+                report.stored_bytes += manifest.stream.iter().map(|c| c.stored_bytes).sum::<u64>();
+                report.raw_bytes += raw;
             }
             Err(e) => report.problems.push(e),
         }

@@ -550,7 +550,7 @@ fn restore_clean_over_restored_database_matches_source() {
     assert_same(&good.fingerprint, &c.fingerprint(&target));
 
     // Over the restored database without --clean: refused, nothing changes.
-    c.psql(&target, "INSERT INTO app.empty_table DEFAULT VALUES")
+    c.psql(&target, "INSERT INTO app.zerocol DEFAULT VALUES")
         .to_string();
     let modified = c.fingerprint(&target);
     let out = output(
@@ -978,13 +978,13 @@ fn commits_made_while_the_backup_runs_are_not_in_it() {
         "the backup to wait for its lock on gate",
     );
 
+    eprintln!("DEBUG activity: {}", c.psql(&db, "SELECT string_agg(format('pid=%s xmin=%s xid=%s state=%s wait=%s/%s app=%s q=%s', pid, backend_xmin, backend_xid, state, wait_event_type, wait_event, application_name, left(query, 120)), E'\n') FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"));
     // Session 2 commits new rows (and a change) while the backup waits.
     c.psql(
         &db,
         "INSERT INTO t SELECT generate_series(11, 20); \
          INSERT INTO big_events SELECT id + 1000000, kind, payload, note FROM big_events WHERE id <= 1000; \
-         UPDATE t SET id = -id WHERE id = 1; \
-         DELETE FROM gate",
+         UPDATE t SET id = -id WHERE id = 1;",
     );
     // Still waiting: the commits certainly happened after the backup's snapshot was taken.
     assert_eq!(
@@ -1003,6 +1003,13 @@ fn commits_made_while_the_backup_runs_are_not_in_it() {
 
     let out = backup.wait_with_output().unwrap();
     assert!(out.status.success(), "backup failed\n{}", describe(&out));
+    {
+        let m = read_manifest(&out_dir);
+        eprintln!("DEBUG snapshot {} status {}", m["snapshot"], m["status"]);
+        for t in m["tables"].as_array().unwrap() {
+            eprintln!("DEBUG table {} rows {:?}", t["name"], t["units"].as_array().unwrap().iter().map(|u| (u["snapshot"].clone(), u["chunks"].as_array().unwrap().iter().map(|c| c["rows"].clone()).collect::<Vec<_>>())).collect::<Vec<_>>());
+        }
+    }
     let after = c.fingerprint(&db);
     assert_eq!(after.tables["public.t"].0, 20);
     assert_eq!(after.tables["public.big_events"].0, 301000);

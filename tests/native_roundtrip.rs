@@ -34,7 +34,7 @@ fn round_trip(args: &[&str]) -> serde_json::Value {
     let out = tmp.path().join("backup");
     run_ok(
         dbbackup()
-            .args(["backup", "single", src, "--out"])
+            .args(["backup", "single", "--format", "native", src, "--out"])
             .arg(&out)
             .args(args)
             .arg("--quiet"),
@@ -160,7 +160,9 @@ fn restore_with_one_job_and_no_create_into_an_empty_database() {
     let out = tmp.path().join("b");
     run_ok(
         dbbackup()
-            .args(["backup", "single", src, "--quiet", "--out"])
+            .args([
+                "backup", "single", "--format", "native", src, "--quiet", "--out",
+            ])
             .arg(&out),
     );
     let target = c.unique_db("rt_plain");
@@ -205,7 +207,9 @@ fn create_restores_database_properties() {
     let out = tmp.path().join("b");
     run_ok(
         dbbackup()
-            .args(["backup", "single", &src, "--quiet", "--out"])
+            .args([
+                "backup", "single", "--format", "native", &src, "--quiet", "--out",
+            ])
             .arg(&out),
     );
     let target = c.unique_db("rt_props_dst");
@@ -255,6 +259,8 @@ fn row_level_security_errors_instead_of_a_short_backup() {
             .args([
                 "backup",
                 "single",
+                "--format",
+                "native",
                 &db,
                 "--quiet",
                 "-U",

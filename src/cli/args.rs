@@ -46,7 +46,11 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum BackupCommand {
     /// Back up one database
+    #[command(after_help = FORMAT_HELP)]
     Single(SingleArgs),
+    /// Back up every database of the server plus its roles and tablespaces (pg_dumpall
+    /// --globals-only); one database failing or timing out does not stop the others
+    Cluster(ClusterArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,16 +63,22 @@ pub struct SingleArgs {
     /// Tables copied at once, each on its own connection (default: number of CPU cores)
     #[arg(long, value_name = "N")]
     pub parallel_tables: Option<usize>,
-    /// Backup format: native = parallel COPY streams per table
-    #[arg(long, value_enum, default_value = "native")]
+    /// Backup format. auto (default): native when --parallel-tables N > 1 is given
+    /// explicitly; otherwise custom when the database (pg_database_size) is smaller than
+    /// --plain-threshold, plain when it is that size or larger
+    #[arg(long, value_enum, default_value = "auto")]
     pub format: FormatArg,
+    /// --format auto: database size from which plain is chosen over custom
+    #[arg(long, value_name = "SIZE", default_value = "5GiB", value_parser = parse_size)]
+    pub plain_threshold: u64,
     /// Compression codec of stored files
     #[arg(long, value_enum, default_value = "zstd")]
     pub compress: Codec,
     /// Compression level (zstd 1-22, default 3; gzip 0-9, default 6)
     #[arg(long, value_name = "L")]
     pub compress_level: Option<i32>,
-    /// Uncompressed bytes per chunk file (KiB/MiB/GiB accepted)
+    /// Bytes per chunk file (KiB/MiB/GiB accepted): uncompressed bytes for native backups,
+    /// stored (compressed) bytes of the stream for plain/custom
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
     pub chunk_size: u64,
     /// Split tables larger than this (pg_table_size, TOAST included) into ctid ranges
@@ -82,14 +92,58 @@ pub struct SingleArgs {
     /// Maximum wait for each table's ACCESS SHARE lock
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub lock_wait_timeout: Duration,
+    /// Retries of a unit that failed with a retryable error (connection lost, backend
+    /// terminated, serialization failure), each on a new connection in the same snapshot
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+    /// Continue the failed or interrupted backup in --out: keep its finished, re-checked
+    /// chunks and dump only what is missing
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: accept that the missing units are read in a new snapshot (the manifest
+    /// then says consistent: false)
+    #[arg(long, requires = "resume")]
+    pub allow_inconsistent: bool,
+    /// Read in this exported snapshot (pg_export_snapshot() of a transaction you keep open)
+    /// instead of taking one
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Time limit (90s, 30m, 2h): past it the backup is stopped (server queries cancelled,
+    /// connections closed, pg_dump killed) and its manifest says `timeout after DURATION`
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+    pub timeout: Option<String>,
     /// No progress output
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
 
+/// The auto rule and the stock-tool recipe, shown by `backup single --help`.
+const FORMAT_HELP: &str = "\
+Formats (--format):
+  auto     the default: a probe reads the database size (pg_database_size), table sizes, large
+           objects and versions, then picks
+             native  if --parallel-tables N with N > 1 was given explicitly (the parallel path);
+             custom  if the database is smaller than --plain-threshold (default 5GiB): pg_restore
+                     keeps its selective and parallel restore;
+             plain   otherwise: one SQL stream, without custom format's overhead.
+           The decision and its reason are printed and recorded in the manifest.
+  plain / custom  pg_dump -Fp / pg_dump -Fc -Z0, read from a pipe, compressed by dbbackup on
+           several threads and cut into DIR/stream/pg_dump.{sql,dump}.<codec>.NNNNNN files of
+           --chunk-size stored bytes. Concatenated and decompressed they are pg_dump's output:
+             cat DIR/stream/pg_dump.sql.zst.* | zstd -dc | psql -X -v ON_ERROR_STOP=1 -d TARGET
+             cat DIR/stream/pg_dump.dump.zst.* | zstd -dc | pg_restore -d TARGET
+           (gzip -dc for .gz). `dbbackup restore` does the same with checksums verified.";
+
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormatArg {
+    /// Choose by the probe: see --format's help
+    Auto,
+    /// Parallel COPY streams per table, schema from pg_dump; restored by dbbackup
     Native,
+    /// pg_dump -Fp streamed through dbbackup's compressor; restorable with psql
+    Plain,
+    /// pg_dump -Fc -Z0 streamed through dbbackup's compressor; restorable with pg_restore
+    Custom,
 }
 
 #[derive(Args, Debug)]
@@ -105,9 +159,12 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     /// Backup directory
     pub dir: PathBuf,
-    /// Target database
+    /// Target database (required for a single-database backup; not used with a cluster backup)
     #[arg(long, short = 'd')]
-    pub dbname: String,
+    pub dbname: Option<String>,
+    /// Cluster backups: restore only this database (repeatable; default: all)
+    #[arg(long, value_name = "NAME")]
+    pub database: Vec<String>,
     /// Create the target database with the source database's properties (encoding, locale,
     /// owner, comment, grants, settings)
     #[arg(long)]
@@ -119,9 +176,82 @@ pub struct RestoreArgs {
     /// Parallel loaders (default: number of CPU cores)
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
+    /// Custom-format backups with --jobs > 1: directory for the decompressed archive that
+    /// pg_restore needs as a seekable file (default: the directory holding the backup)
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
     /// No progress output
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Output directory (created 0700; must be empty or absent): DIR/manifest.json (the
+    /// cluster manifest), DIR/globals/, one directory per database
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Per-database time limit (90s, 30m, 2h): a database that takes longer is stopped (its
+    /// queries cancelled, connections closed, pg_dump killed), marked failed, and the backup
+    /// goes on with the next one
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration_text)]
+    pub timeout: String,
+    /// Databases backed up at once
+    #[arg(long, value_name = "M", default_value_t = 1)]
+    pub parallel_databases: usize,
+    /// Tables copied at once per native database, each on its own connection (default: number
+    /// of CPU cores)
+    #[arg(long, value_name = "N")]
+    pub parallel_tables: Option<usize>,
+    /// Backup format of every database (as for backup single; auto decides per database)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: FormatArg,
+    /// PATTERN=FORMAT: the format of the databases matching PATTERN (first match wins; the
+    /// others get --format). Repeatable
+    #[arg(long, value_name = "PATTERN=FORMAT")]
+    pub database_format: Vec<String>,
+    /// --format auto: database size from which plain is chosen over custom
+    #[arg(long, value_name = "SIZE", default_value = "5GiB", value_parser = parse_size)]
+    pub plain_threshold: u64,
+    /// Back up only databases matching PATTERN (shell glob: * and ?). Repeatable
+    #[arg(long, value_name = "PATTERN")]
+    pub include_database: Vec<String>,
+    /// Skip databases matching PATTERN (shell glob: * and ?). Repeatable
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude_database: Vec<String>,
+    /// Compression codec of stored files
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compress: Codec,
+    /// Compression level (zstd 1-22, default 3; gzip 0-9, default 6)
+    #[arg(long, value_name = "L")]
+    pub compress_level: Option<i32>,
+    /// Bytes per chunk file (KiB/MiB/GiB accepted)
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Split tables larger than this into ctid ranges (default: 4 x chunk size)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub split_tables_larger_than: Option<u64>,
+    /// COPY format per table (native databases)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub copy_format: CopyFormatChoice,
+    /// Maximum wait for each table's ACCESS SHARE lock
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub lock_wait_timeout: Duration,
+    /// Retries of a unit that failed with a retryable error
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+    /// No progress output (the summary table is still printed)
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// A duration kept as the user wrote it (for messages such as "timeout after 2h"), checked.
+pub fn parse_duration_text(s: &str) -> Result<String, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("duration {s:?} must be greater than zero"));
+    }
+    Ok(s.trim().to_string())
 }
 
 /// "256MiB", "8 MiB", "1GiB", "512KiB", "1048576" (bytes). K/M/G/T and KB/MB/GB/TB are read

@@ -5,12 +5,15 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use dbbackup::backup::{backup_database, BackupOptions};
+use dbbackup::backup::BackupOptions;
 use dbbackup::conn::ConnParams;
+use dbbackup::manifest::StrategyKind;
+use dbbackup::pgstream::stock_restore_recipe;
 use dbbackup::restore::{restore_database, RestoreOptions};
+use dbbackup::strategy::{backup_with_strategy, FormatChoice, StrategyOptions};
 use dbbackup::{Error, Result};
 
-use super::args::{RestoreArgs, SingleArgs, VerifyArgs};
+use super::args::{FormatArg, RestoreArgs, SingleArgs, VerifyArgs};
 use super::progress::{human_bytes, reporter};
 
 fn cores() -> usize {
@@ -39,11 +42,49 @@ pub async fn backup_single(
             .unwrap_or(args.chunk_size.saturating_mul(4)),
         copy_format: args.copy_format,
         lock_timeout: args.lock_wait_timeout,
+        retries: args.retries,
+        resume: args.resume,
+        allow_inconsistent: args.allow_inconsistent,
+        snapshot: args.snapshot,
     };
     let progress = reporter(args.quiet);
-    let m = backup_database(conn, &args.dbname, &opts, progress, cancel).await?;
+    let strategy_opts = StrategyOptions {
+        format: match args.format {
+            FormatArg::Auto => FormatChoice::Auto,
+            FormatArg::Native => FormatChoice::Native,
+            FormatArg::Plain => FormatChoice::Plain,
+            FormatArg::Custom => FormatChoice::Custom,
+        },
+        parallel_tables_explicit: args.parallel_tables,
+        plain_threshold: args.plain_threshold,
+    };
+    let m = match &args.timeout {
+        None => {
+            backup_with_strategy(conn, &args.dbname, &opts, &strategy_opts, progress, cancel)
+                .await?
+        }
+        Some(t) => {
+            let (db, o, s) = (&args.dbname, &opts, &strategy_opts);
+            super::cluster::single_with_timeout(conn, db, o, s, t, progress, cancel).await?
+        }
+    };
     let t = &m.totals;
-    if !args.quiet {
+    if !args.quiet && m.strategy.kind != StrategyKind::Native {
+        println!(
+            "backup of {} complete: {} (pg_dump {}), {} raw, {} stored (ratio {:.2}), {} chunks, {:.1}s, {}/s -> {}\nrestore with stock tools: {}",
+            args.dbname,
+            m.strategy.kind.as_str(),
+            m.pg_dump_version,
+            human_bytes(t.raw_bytes),
+            human_bytes(t.stored_bytes),
+            t.raw_bytes as f64 / t.stored_bytes.max(1) as f64,
+            t.chunks,
+            t.duration_secs,
+            human_bytes((t.raw_bytes as f64 / t.duration_secs.max(0.001)) as u64),
+            opts.out.display(),
+            stock_restore_recipe(&opts.out, m.strategy.kind, m.options.codec)
+        );
+    } else if !args.quiet {
         let ratio = if t.stored_bytes > 0 {
             t.raw_bytes as f64 / t.stored_bytes as f64
         } else {
@@ -69,7 +110,11 @@ pub async fn backup_single(
 
 pub fn verify(args: VerifyArgs) -> Result<()> {
     let started = Instant::now();
-    let report = dbbackup::verify::verify_dir(&args.dir)?;
+    let report = if dbbackup::cluster::is_cluster_backup(&args.dir) {
+        dbbackup::cluster::verify_cluster(&args.dir)?
+    } else {
+        dbbackup::verify::verify_dir(&args.dir)?
+    };
     for w in &report.warnings {
         eprintln!("dbbackup: warning: {w}");
     }
@@ -95,6 +140,20 @@ pub async fn restore(
     args: RestoreArgs,
     cancel: CancellationToken,
 ) -> Result<()> {
+    if dbbackup::cluster::is_cluster_backup(&args.dir) {
+        return super::cluster::restore_cluster(conn, args, cancel).await;
+    }
+    let Some(target) = args.dbname.clone() else {
+        return Err(Error::Usage(format!(
+            "--dbname is required: {} is a single-database backup (only cluster backups restore without it)",
+            args.dir.display()
+        )));
+    };
+    if !args.database.is_empty() {
+        return Err(Error::Usage(
+            "--database chooses databases of a cluster backup; this is a single-database backup (use --dbname)".into(),
+        ));
+    }
     let started = Instant::now();
     let jobs = args.jobs.unwrap_or_else(cores);
     if jobs == 0 {
@@ -102,10 +161,11 @@ pub async fn restore(
     }
     let opts = RestoreOptions {
         dir: args.dir,
-        target: args.dbname,
+        target,
         create: args.create,
         clean: args.clean,
         jobs,
+        work_dir: args.work_dir,
     };
     let progress: Arc<dyn dbbackup::progress::Progress> = reporter(args.quiet);
     let s = restore_database(conn, &opts, progress, cancel).await?;

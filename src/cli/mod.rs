@@ -1,5 +1,6 @@
 //! The command-line edge: parse, build engine options, run, print one line on error.
 
 pub mod args;
+pub mod cluster;
 pub mod commands;
 pub mod progress;

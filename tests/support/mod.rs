@@ -865,3 +865,54 @@ fn resync(a: &[&str], b: &[&str]) -> (usize, usize) {
     }
     (a.len(), b.len())
 }
+
+impl Cluster {
+    /// `pg_ctl restart -m fast`: every connection is closed, the server comes back with the
+    /// same options. Only for test binaries that own their cluster alone (it disrupts others).
+    pub fn restart_fast(&self) {
+        let out = server_command(&self.bin_dir.join("pg_ctl"), &self.root_dir)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log_file)
+            .args(["-w", "-t", "120", "-m", "fast", "restart"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctl restart");
+        assert!(
+            out.status.success(),
+            "pg_ctl restart failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            file_tail(&self.log_file, 40)
+        );
+    }
+
+    /// Runs `sql` in a psql session that stays open (for holding locks) until the returned
+    /// child is killed.
+    pub fn hold_session(&self, db: &str, sql: &str) -> std::process::Child {
+        let mut cmd = self.client_command("psql");
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(conninfo_for(db))
+            .args(["-c", sql])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd.spawn().expect("spawn psql session")
+    }
+
+    /// Polls `sql` (a query returning one value) until it returns `want`, or panics after
+    /// `secs` seconds.
+    pub fn wait_for(&self, db: &str, sql: &str, want: &str, secs: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if self.try_psql(db, sql).as_deref() == Ok(want) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {sql:?} to return {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! Real faults, not mocks: a terminated backend, a killed dbbackup, a corrupted chunk, a full
+//! disk, an interrupted restore. Each proves nothing is lost and the backup finishes.
+//!
+//! Most tests make a fault deterministic with a "gate": a tiny table whose COPY blocks because
+//! another session queued an ACCESS EXCLUSIVE lock on it behind the backup's own ACCESS SHARE
+//! lock. The gate's unit is the smallest, so it runs last: every other unit is finished (and
+//! in the manifest) while the gate holds the backup still.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{assert_same, cluster, dbbackup, run_fail, run_ok};
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// A database with the big fixture and a gate table.
+fn gated_db(prefix: &str) -> String {
+    let c = cluster();
+    let db = c.unique_db(prefix);
+    c.create_db(&db);
+    c.load_fixture(&db, "big_table.sql");
+    c.psql(
+        &db,
+        "CREATE TABLE gate(id int); INSERT INTO gate VALUES (1), (2), (3);",
+    );
+    db
+}
+
+fn spawn_backup(db: &str, out: &Path, extra: &[&str]) -> Child {
+    dbbackup()
+        .args([
+            "backup",
+            "single",
+            "--format",
+            "native",
+            db,
+            "--parallel-tables",
+            "2",
+            "--chunk-size",
+            "1MiB",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dbbackup")
+}
+
+/// A session holding (or queued for) an ACCESS EXCLUSIVE lock.
+struct Gate {
+    db: String,
+    app: String,
+    psql: Child,
+}
+
+impl Gate {
+    /// Ends the locking session: a backend waiting for a lock or sleeping does not notice
+    /// that its client died, so it is terminated on the server.
+    fn open(mut self) {
+        let _ = self.psql.kill();
+        let _ = self.psql.wait();
+        cluster().psql(
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = {} AND application_name = {}",
+                support::quote_literal(&self.db),
+                support::quote_literal(&self.app)
+            ),
+        );
+    }
+}
+
+/// Locks `table` exclusively from another session (queued behind any holder).
+fn lock_exclusively(db: &str, table: &str) -> Gate {
+    let app = format!("gate_{}", cluster().unique_db("g"));
+    let psql = cluster().hold_session(
+        db,
+        &format!(
+            "SET application_name = '{app}'; BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);"
+        ),
+    );
+    Gate {
+        db: db.to_string(),
+        app,
+        psql,
+    }
+}
+
+/// Closes the gate once the backup holds its lock on it.
+fn close_gate(db: &str) -> Gate {
+    cluster().wait_for(
+        db,
+        "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+         WHERE c.relname = 'gate' AND l.granted AND l.mode = 'AccessShareLock'",
+        "t",
+        60,
+    );
+    lock_exclusively(db, "gate")
+}
+
+/// Waits until a worker's COPY of the gate is blocked; returns its backend pid.
+fn wait_for_blocked_copy(db: &str) -> String {
+    let c = cluster();
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = {} AND query LIKE 'COPY %gate%'
+         AND wait_event_type = 'Lock' LIMIT 1",
+        support::quote_literal(db)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pid = c.psql("postgres", &sql);
+        if !pid.is_empty() {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no worker blocked on the gate");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn finish(child: Child) -> Output {
+    child.wait_with_output().expect("wait for dbbackup")
+}
+
+fn restore_and_compare(src: &str, backup: &Path) {
+    let c = cluster();
+    let target = c.unique_db("faults_dst");
+    run_ok(
+        dbbackup()
+            .arg("restore")
+            .arg(backup)
+            .args(["--dbname", &target, "--create", "--quiet"]),
+    );
+    assert_same(&c.fingerprint(src), &c.fingerprint(&target));
+    c.drop_db(&target);
+}
+
+fn unit_snapshots(m: &serde_json::Value) -> Vec<(String, u64, Option<String>)> {
+    m["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            t["units"].as_array().unwrap().iter().map(move |u| {
+                (
+                    t["name"].as_str().unwrap().to_string(),
+                    u["index"].as_u64().unwrap(),
+                    u["snapshot"].as_str().map(str::to_string),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_terminated_worker_backend_is_retried_in_the_same_snapshot() {
+    let c = cluster();
+    let db = gated_db("faults_retry");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    let backup = spawn_backup(&db, &out, &[]);
+    let gate = close_gate(&db);
+    let pid = wait_for_blocked_copy(&db);
+    c.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
+    // Let the retry find the gate still closed once, then open it.
+    std::thread::sleep(Duration::from_millis(1500));
+    gate.open();
+    let o = finish(backup);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "backup failed: {stderr}");
+    assert!(
+        stderr.contains("retrying table public.gate"),
+        "no retry logged: {stderr}"
+    );
+    let m = manifest(&out);
+    assert_eq!(m["status"], "complete");
+    assert_eq!(m["consistent"], true);
+    let snapshot = m["snapshot"].as_str().unwrap().to_string();
+    for (table, unit, snap) in unit_snapshots(&m) {
+        assert_eq!(
+            snap.as_deref(),
+            Some(snapshot.as_str()),
+            "{table} unit {unit}"
+        );
+    }
+    restore_and_compare(&db, &out);
+}
+
+#[test]
+fn a_killed_backup_resumes_redoing_only_missing_and_corrupted_units() {
+    let db = gated_db("faults_resume");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    let mut backup = spawn_backup(&db, &out, &["--split-tables-larger-than", "4MiB"]);
+    let gate = close_gate(&db);
+    wait_for_blocked_copy(&db);
+    // Wait until the manifest shows every unit but the gate's finished.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = manifest(&out);
+        let pending: Vec<_> = unit_snapshots(&m)
+            .into_iter()
+            .filter(|(_, _, s)| s.is_none())
+            .collect();
+        if pending.len() == 1 && pending[0].0 == "gate" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "units never completed: {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    backup.kill().unwrap(); // SIGKILL: no cleanup, no manifest update
+    let _ = backup.wait();
+    gate.open();
+    let before = manifest(&out);
+    assert_eq!(before["status"], "in_progress");
+    let first_snapshot = before["snapshot"].as_str().unwrap().to_string();
+
+    // Corrupt one finished chunk of big_events: resume must notice and redo that unit.
+    let big = before["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "big_events")
+        .unwrap()
+        .clone();
+    assert!(
+        big["units"].as_array().unwrap().len() > 1,
+        "big_events should be split"
+    );
+    let victim = big["units"][0]["chunks"][0]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = out.join(&victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    // Without --allow-inconsistent, resume refuses and says why.
+    let o = run_fail(
+        dbbackup()
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--chunk-size",
+                "1MiB",
+                "--split-tables-larger-than",
+                "4MiB",
+                "--resume",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--allow-inconsistent"));
+    // With different options, it refuses too.
+    let o = run_fail(
+        dbbackup()
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--chunk-size",
+                "2MiB",
+                "--split-tables-larger-than",
+                "4MiB",
+                "--resume",
+                "--allow-inconsistent",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--chunk-size"));
+
+    let o = run_ok(
+        dbbackup()
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--chunk-size",
+                "1MiB",
+                "--split-tables-larger-than",
+                "4MiB",
+                "--resume",
+                "--allow-inconsistent",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("redoing"), "{stderr}");
+    let after = manifest(&out);
+    assert_eq!(after["status"], "complete");
+    assert_eq!(after["consistent"], false);
+    for (table, unit, snap) in unit_snapshots(&after) {
+        let snap = snap.expect("every unit done");
+        let redone = table == "gate" || (table == "big_events" && unit == 0);
+        assert_eq!(
+            snap != first_snapshot,
+            redone,
+            "{table} unit {unit}: only the gate and the corrupted unit may be redone"
+        );
+    }
+    // No leftovers of the killed run.
+    let tmp_files: Vec<PathBuf> = walk(&out)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(tmp_files.is_empty(), "{tmp_files:?}");
+    let v = run_ok(dbbackup().arg("verify").arg(&out));
+    assert!(String::from_utf8_lossy(&v.stderr).contains("not consistent"));
+    restore_and_compare(&db, &out);
+
+    // Resuming a complete backup does nothing, and says so.
+    let o = run_ok(
+        dbbackup()
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--chunk-size",
+                "1MiB",
+                "--split-tables-larger-than",
+                "4MiB",
+                "--resume",
+                "--allow-inconsistent",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already complete"));
+    assert_eq!(manifest(&out)["finished_at"], after["finished_at"]);
+}
+
+#[test]
+fn two_backups_cannot_write_the_same_directory() {
+    let db = gated_db("faults_lock");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    let backup = spawn_backup(&db, &out, &[]);
+    let gate = close_gate(&db);
+    wait_for_blocked_copy(&db);
+    let o = run_fail(
+        dbbackup()
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--chunk-size",
+                "1MiB",
+                "--resume",
+                "--allow-inconsistent",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("in use by another dbbackup"), "{stderr}");
+    gate.open();
+    let o = finish(backup);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !out.join(".dbbackup.lock").exists(),
+        "the lock is released at the end"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A small tmpfs, mounted for the test (needs root, as CI runs).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the disk-full test mounts a tmpfs and must run as root"
+        );
+        let dir = tempfile::tempdir().unwrap().keep();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs failed");
+        Tmpfs(dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success(), "remount tmpfs failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_fails_clearly_and_resume_finishes_once_space_is_freed() {
+    let c = cluster();
+    let db = c.unique_db("faults_enospc");
+    c.create_db(&db);
+    c.load_fixture(&db, "big_table.sql");
+    let fs = Tmpfs::mount("3M");
+    let out = fs.0.join("b");
+    let o = run_fail(
+        dbbackup()
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--quiet",
+                "--parallel-tables",
+                "1",
+                "--chunk-size",
+                "1MiB",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("disk full while writing"), "{stderr}");
+    assert!(
+        stderr.contains(&out.display().to_string()),
+        "names the path: {stderr}"
+    );
+    let m = manifest(&out);
+    assert_ne!(m["status"], "complete");
+    fs.resize("200M");
+    run_ok(
+        dbbackup()
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--quiet",
+                "--parallel-tables",
+                "1",
+                "--chunk-size",
+                "1MiB",
+                "--resume",
+                "--allow-inconsistent",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    assert_eq!(manifest(&out)["status"], "complete");
+    run_ok(dbbackup().arg("verify").arg(&out));
+    restore_and_compare(&db, &out);
+}
+
+#[test]
+fn an_interrupted_restore_rerun_with_clean_is_exact() {
+    let c = cluster();
+    let db = c.unique_db("faults_rst");
+    c.create_db(&db);
+    c.load_fixture(&db, "hard_types.sql");
+    c.load_fixture(&db, "big_table.sql");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    run_ok(
+        dbbackup()
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--quiet",
+                "--chunk-size",
+                "1MiB",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    let target = c.unique_db("faults_rst_dst");
+    c.create_db(&target);
+    // Hold the restore at the big table: lock it as soon as pre-data created it.
+    let mut restore = dbbackup()
+        .arg("restore")
+        .arg(&out)
+        .args(["--dbname", &target, "--jobs", "2", "--quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.wait_for(
+        &target,
+        "SELECT to_regclass('public.big_events') IS NOT NULL",
+        "t",
+        60,
+    );
+    let lock = lock_exclusively(&target, "public.big_events");
+    std::thread::sleep(Duration::from_millis(700));
+    restore.kill().unwrap(); // SIGKILL mid-restore
+    let _ = restore.wait();
+    lock.open();
+    // The half-restored target is not empty: a plain re-run is refused, --clean is exact.
+    run_fail(
+        dbbackup()
+            .arg("restore")
+            .arg(&out)
+            .args(["--dbname", &target, "--quiet"]),
+    );
+    run_ok(
+        dbbackup()
+            .arg("restore")
+            .arg(&out)
+            .args(["--dbname", &target, "--clean", "--jobs", "2", "--quiet"]),
+    );
+    assert_same(&c.fingerprint(&db), &c.fingerprint(&target));
+}
