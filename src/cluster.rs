@@ -789,7 +789,13 @@ pub async fn backup_cluster(
         )));
     }
 
-    prepare_out_dir(&opts.out)?;
+    let previous = if opts.db.resume {
+        Some(ClusterManifest::load(&opts.out)?)
+    } else {
+        prepare_out_dir(&opts.out)?;
+        None
+    };
+    let _lock = crate::dirlock::DirLock::acquire(&opts.out)?;
     let mut manifest = ClusterManifest {
         kind: CLUSTER_KIND.into(),
         format_version: CLUSTER_FORMAT_VERSION,
@@ -843,6 +849,26 @@ pub async fn backup_cluster(
         duration_secs: 0.0,
     };
     drop(maint);
+    let mut globals_done = false;
+    if let Some(prev) = &previous {
+        // Resume: what completed stays, whole; the rest runs again.
+        if prev.globals.status == Status::Complete {
+            manifest.globals = prev.globals.clone();
+            globals_done = true;
+        }
+        for entry in &mut manifest.databases {
+            let Some(old) = prev.databases.iter().find(|d| d.name == entry.name) else {
+                continue;
+            };
+            let dir = opts.out.join(&old.dir);
+            let complete = old.status == DbStatus::Complete
+                && Manifest::load(&dir).is_ok_and(|m| m.status == Status::Complete);
+            if complete {
+                *entry = old.clone();
+                progress.note(&format!("database {}: already complete, skipped", entry.name));
+            }
+        }
+    }
     manifest.store(&opts.out)?;
 
     // Globals first.
@@ -852,7 +878,9 @@ pub async fn backup_cluster(
         progress.note(&format!("warning: {note}"));
         manifest.globals.notes.push(note);
     }
-    let globals = {
+    let globals = if globals_done {
+        Ok(manifest.globals.file.clone().expect("complete globals have a file"))
+    } else {
         let (conn, out, codec, level) =
             (conn.clone(), opts.out.clone(), opts.db.codec, opts.db.level);
         tokio::task::spawn_blocking(move || dump_globals(&conn, &out, codec, level, superuser))
@@ -902,6 +930,20 @@ pub async fn backup_cluster(
             let out = opts.out.join(&entry.dir);
             let mut db_opts = opts.db.clone();
             db_opts.out = out.clone();
+            if opts.db.resume {
+                // Native backups continue where they stopped; anything else starts over.
+                // A placeholder manifest (the backup failed before planning) has nothing to keep.
+                let resumable = Manifest::load(&out).is_ok_and(|m| {
+                    m.strategy.kind == crate::manifest::StrategyKind::Native
+                        && !m.server_version.is_empty()
+                });
+                db_opts.resume = resumable;
+                if !resumable && out.exists() {
+                    if let Err(e) = std::fs::remove_dir_all(&out) {
+                        progress.note(&format!("database {name}: cannot clear {}: {e}", out.display()));
+                    }
+                }
+            }
             let mut sopts = opts.strategy.clone();
             sopts.format = format_for(&name, &opts.database_formats, opts.strategy.format);
             let (conn, deadline, cancel, progress) = (

@@ -15,7 +15,10 @@ use dbbackup::conn::ConnParams;
 use dbbackup::Error;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,6 +51,32 @@ fn main() -> ExitCode {
                 Error::Usage(_) => ExitCode::from(2),
                 _ => ExitCode::from(1),
             }
+        }
+    }
+}
+
+/// `--help` and `--version` print as clap does; a usage error is one line, like every other
+/// error, then exit status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid usage")
+                .trim_start_matches("error: ");
+            eprintln!("dbbackup: error: {first} (see --help)");
+            ExitCode::from(2)
         }
     }
 }

@@ -400,7 +400,8 @@ pub async fn backup_stream(
         sequences: vec![],
         large_objects: crate::manifest::LargeObjects {
             count: plan.probe.large_object_count.max(0) as u64,
-            bytes: plan.probe.large_object_bytes.max(0) as u64,
+            // No large-object chunks: their data is inside the stream.
+            bytes: 0,
             done: false,
             chunks: vec![],
         },
@@ -410,7 +411,18 @@ pub async fn backup_stream(
     manifest.store(&opts.out)?;
     create_private_dir(&opts.out.join(STREAM_DIR))?;
 
-    let outcome = run_pg_dump(conn, dbname, opts, kind, format_args, &progress, &cancel).await;
+    let estimate = plan.probe.database_size.max(0) as u64;
+    let outcome = run_pg_dump(
+        conn,
+        dbname,
+        opts,
+        kind,
+        format_args,
+        estimate,
+        &progress,
+        &cancel,
+    )
+    .await;
     manifest.totals.duration_secs = started.elapsed().as_secs_f64();
     manifest.finished_at = Some(now_rfc3339());
     match outcome {
@@ -432,12 +444,14 @@ pub async fn backup_stream(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_pg_dump(
     conn: &ConnParams,
     dbname: &str,
     opts: &BackupOptions,
     kind: StrategyKind,
     mut args: Vec<OsString>,
+    estimate: u64,
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<Vec<Chunk>> {
@@ -447,6 +461,13 @@ async fn run_pg_dump(
         "--blobs".into(),
         format!("--dbname={}", dbname_conninfo(dbname)).into(),
     ]);
+    args.push(
+        format!(
+            "--lock-wait-timeout={}ms",
+            opts.lock_timeout.as_millis().max(1)
+        )
+        .into(),
+    );
     if let Some(snapshot) = &opts.snapshot {
         args.push(format!("--snapshot={snapshot}").into());
     }
@@ -458,7 +479,7 @@ async fn run_pg_dump(
         Stdio::piped(),
     )?;
     let pid = child.id();
-    progress.start("backup", 0);
+    progress.start("backup", estimate);
     progress.worker_busy(0, &format!("pg_dump ({})", kind.as_str()));
     let handle = {
         let out = opts.out.clone();
@@ -732,7 +753,16 @@ pub async fn restore_stream(
     // pg_restore --jobs needs a seekable file: decompress (and so verify) it before anything
     // touches the target.
     let mut temp: Option<TempFile> = None;
-    if kind == StrategyKind::Custom && opts.jobs > 1 {
+    // --clean into an existing database must be all or nothing: pg_restore's DROPs can fail
+    // (e.g. on partitions' inherited constraints), and only the single-transaction stream
+    // rolls them back.
+    let clean_existing = opts.clean && !opts.create;
+    if kind == StrategyKind::Custom && opts.jobs > 1 && clean_existing {
+        progress.note(
+            "--clean into an existing database: restoring in one transaction (--jobs ignored)",
+        );
+    }
+    if kind == StrategyKind::Custom && opts.jobs > 1 && !clean_existing {
         let work_dir = match &opts.work_dir {
             Some(d) => d.clone(),
             None => default_work_dir(&opts.dir),
@@ -851,6 +881,7 @@ pub async fn restore_stream(
         chunks: manifest.stream.len() as u64,
         raw_bytes: raw_total,
         warnings: vec![],
+        ..RestoreSummary::default()
     })
 }
 

@@ -54,6 +54,8 @@ pub struct RestoreSummary {
     pub chunks: u64,
     pub raw_bytes: u64,
     pub warnings: Vec<String>,
+    /// Seconds spent in each phase, in order: where a restore's time goes.
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 /// A unit of loading work.
@@ -106,6 +108,11 @@ pub async fn restore_database(
         verify_chunk(&opts.dir, &s.chunk, Payload::Opaque)?;
     }
 
+    let mut clock = std::time::Instant::now();
+    let mut phase = |summary: &mut RestoreSummary, name: &'static str| {
+        summary.phases.push((name, clock.elapsed().as_secs_f64()));
+        clock = std::time::Instant::now();
+    };
     prepare_target(conn, opts, &manifest.database).await?;
     let target = conn.connect(&opts.target).await?;
     if opts.clean && !opts.create {
@@ -118,14 +125,17 @@ pub async fn restore_database(
         pre.push("--if-exists".into());
     }
     pg_restore(conn, &opts.dir, &opts.target, &manifest, "pre-data", pre)?;
+    phase(&mut summary, "pre-data");
 
     load_data(conn, opts, &manifest, &progress, &cancel, &mut summary).await?;
+    phase(&mut summary, "data");
 
     let post = vec![
         "--section=post-data".into(),
         format!("--jobs={}", opts.jobs.max(1)).into(),
     ];
     pg_restore(conn, &opts.dir, &opts.target, &manifest, "post-data", post)?;
+    phase(&mut summary, "post-data");
 
     set_sequences(&target.client, &manifest).await?;
     target
@@ -133,6 +143,7 @@ pub async fn restore_database(
         .batch_execute("ANALYZE")
         .await
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
+    phase(&mut summary, "analyze");
     if opts.create {
         apply_database_properties(conn, &opts.target, &manifest.database).await?;
     }

@@ -15,9 +15,9 @@ use crate::manifest::Chunk;
 
 /// Batches in flight per unit. With batches of ~256 KiB this bounds a unit's buffered data to
 /// a few MiB (plus one row, which the protocol delivers whole).
-pub const CHANNEL_BATCHES: usize = 8;
+pub const CHANNEL_BATCHES: usize = 2;
 /// A reader sends its batch once it holds this many bytes.
-pub const BATCH_BYTES: usize = 256 * 1024;
+pub const BATCH_BYTES: usize = 128 * 1024;
 
 /// Where and how a unit's chunks are written.
 #[derive(Clone)]

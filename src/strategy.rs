@@ -173,7 +173,11 @@ pub fn check_pg_dump_version(
 }
 
 /// Runs the probe in a short REPEATABLE READ transaction and checks the local pg_dump.
-pub async fn run_probe(conn: &ConnParams, dbname: &str) -> Result<ProbeResult> {
+pub async fn run_probe(
+    conn: &ConnParams,
+    dbname: &str,
+    lock_timeout: std::time::Duration,
+) -> Result<ProbeResult> {
     let (pg_dump_version_num, pg_dump_version) = tool_version("pg_dump")?;
     let session = conn.connect(dbname).await?;
     let client = &session.client;
@@ -181,7 +185,7 @@ pub async fn run_probe(conn: &ConnParams, dbname: &str) -> Result<ProbeResult> {
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .map_err(|e| Error::query("starting the probe transaction", e))?;
-    let found = probe(client, dbname, std::time::Duration::from_secs(60)).await?;
+    let found = probe(client, dbname, lock_timeout).await?;
     client
         .batch_execute("COMMIT")
         .await
@@ -221,7 +225,7 @@ pub async fn backup_with_strategy(
         }
         return backup_database(conn, dbname, opts, progress, cancel).await;
     }
-    let found = run_probe(conn, dbname).await?;
+    let found = run_probe(conn, dbname, opts.lock_timeout).await?;
     let strategy = decide(strategy_opts, found.probe.database_size.max(0) as u64);
     progress.note(&found.summary_line(dbname));
     progress.note(&format!(

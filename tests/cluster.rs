@@ -620,3 +620,65 @@ fn non_superuser_gets_globals_without_role_passwords_and_is_told() {
     c.drop_db(&db);
     c.psql("postgres", &format!("DROP ROLE {}", quote_ident(&role)));
 }
+
+#[test]
+fn resume_skips_complete_databases_and_finishes_the_failed_one() {
+    let c = cluster();
+    let base = c.unique_db("clres");
+    let locked = format!("{base}_locked");
+    let ok = format!("{base}_ok");
+    for db in [&locked, &ok] {
+        c.create_db(db);
+        c.psql(
+            db,
+            "CREATE TABLE t (id int, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 3000) g;",
+        );
+    }
+    let app = format!("{base}_locker");
+    let mut locker = hold_lock(&locked, "t", &app);
+    wait_until(
+        &locked,
+        "SELECT count(*) > 0 FROM pg_locks WHERE relation = 't'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+        "the ACCESS EXCLUSIVE lock",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cluster");
+    let args = |extra: &[&str]| {
+        let mut cmd = dbbackup();
+        cmd.args(["backup", "cluster", "--quiet", "--out"])
+            .arg(&out)
+            .args(["--include-database", &format!("{base}_*")])
+            .args(["--timeout", "3s", "--parallel-tables", "2", "--format", "native"])
+            .args(extra);
+        cmd
+    };
+    let o = args(&[]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let first = read_json(&out.join("manifest.json"));
+    assert_eq!(entry(&first, &locked)["status"], "failed");
+    assert_eq!(entry(&first, &ok)["status"], "complete");
+    let ok_dir = out.join(entry(&first, &ok)["dir"].as_str().unwrap());
+    let ok_finished = read_json(&ok_dir.join("manifest.json"))["finished_at"].clone();
+
+    let _ = locker.kill();
+    let _ = locker.wait();
+    c.psql(
+        "postgres",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = {}",
+            quote_literal(&app)
+        ),
+    );
+    let o = args(&["--resume", "--allow-inconsistent"]).output().unwrap();
+    assert!(o.status.success(), "{}", describe(&o));
+    let second = read_json(&out.join("manifest.json"));
+    assert_eq!(second["status"], "complete");
+    assert_eq!(entry(&second, &locked)["status"], "complete");
+    // The complete database was skipped whole: its manifest was not rewritten.
+    assert_eq!(
+        read_json(&ok_dir.join("manifest.json"))["finished_at"],
+        ok_finished
+    );
+    let verify = dbbackup().arg("verify").arg(&out).output().unwrap();
+    assert!(verify.status.success(), "{}", describe(&verify));
+}

@@ -198,7 +198,7 @@ fn largest_data_chunk(m: &Value) -> DataChunk {
     best.expect("the backup has a data chunk with rows")
 }
 
-fn chunk_json<'a>(m: &'a mut Value, at: (usize, usize, usize)) -> &'a mut Value {
+fn chunk_json(m: &mut Value, at: (usize, usize, usize)) -> &mut Value {
     &mut m["tables"][at.0]["units"][at.1]["chunks"][at.2]
 }
 
@@ -262,7 +262,16 @@ fn good_backup() -> &'static GoodBackup {
         let dir = c.root_dir.join(format!("good-backup-{db}"));
         run_ok(
             dbbackup()
-                .args(["backup", "single", &db, "--quiet", "--chunk-size", "1MiB"])
+                .args([
+                    "backup",
+                    "single",
+                    "--format",
+                    "native",
+                    &db,
+                    "--quiet",
+                    "--chunk-size",
+                    "1MiB",
+                ])
                 .arg("--out")
                 .arg(&dir),
         );
@@ -325,7 +334,7 @@ fn backup_with_wrong_password_fails_naming_password_authentication() {
     let out_dir = tmp.path().join("out");
     let out = output(
         dbbackup_tcp(&role, "wrong")
-            .args(["backup", "single", &db, "--out"])
+            .args(["backup", "single", "--format", "native", &db, "--out"])
             .arg(&out_dir),
     );
     assert_error(&out, 1, &["password authentication failed", &role]);
@@ -341,7 +350,7 @@ fn backup_of_unknown_database_fails_naming_it() {
     let out_dir = tmp.path().join("out");
     let out = output(
         dbbackup()
-            .args(["backup", "single", &db, "--out"])
+            .args(["backup", "single", "--format", "native", &db, "--out"])
             .arg(&out_dir),
     );
     assert_error(&out, 1, &[&db, "does not exist"]);
@@ -363,6 +372,8 @@ fn backup_to_unknown_host_fails_naming_the_host() {
                 "no-such-host.invalid",
                 "backup",
                 "single",
+                "--format",
+                "native",
                 &db,
                 "--out",
             ])
@@ -391,7 +402,7 @@ fn backup_refuses_non_empty_out_dir_and_leaves_its_file_untouched() {
     std::fs::write(&precious, b"do not touch\n").unwrap();
     let out = output(
         dbbackup()
-            .args(["backup", "single", &db, "--out"])
+            .args(["backup", "single", "--format", "native", &db, "--out"])
             .arg(&out_dir),
     );
     assert_error(&out, 1, &[&out_dir.to_string_lossy(), "not empty"]);
@@ -416,14 +427,22 @@ fn backup_into_unwritable_out_path_fails_naming_the_path() {
     let out_dir = file.join("x");
     let out = output(
         dbbackup()
-            .args(["backup", "single", &db, "--out"])
+            .args(["backup", "single", "--format", "native", &db, "--out"])
             .arg(&out_dir),
     );
     assert_error(&out, 1, &[&out_dir.to_string_lossy()]);
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 
     // The brief's example path, too.
-    let out = output(dbbackup().args(["backup", "single", &db, "--out", "/etc/passwd/x"]));
+    let out = output(dbbackup().args([
+        "backup",
+        "single",
+        "--format",
+        "native",
+        &db,
+        "--out",
+        "/etc/passwd/x",
+    ]));
     assert_error(&out, 1, &["/etc/passwd/x"]);
     c.drop_db(&db);
 }
@@ -437,7 +456,16 @@ fn compress_level_out_of_range_is_a_usage_error() {
     let out_dir = tmp.path().join("out");
     let out = output(
         dbbackup()
-            .args(["backup", "single", &db, "--compress-level", "99", "--out"])
+            .args([
+                "backup",
+                "single",
+                "--format",
+                "native",
+                &db,
+                "--compress-level",
+                "99",
+                "--out",
+            ])
             .arg(&out_dir),
     );
     assert_error(&out, 2, &["99"]);
@@ -456,6 +484,8 @@ fn unparsable_chunk_size_is_a_usage_error() {
             .args([
                 "backup",
                 "single",
+                "--format",
+                "native",
                 &db,
                 "--chunk-size",
                 "12parsecs",
@@ -536,27 +566,26 @@ fn restore_refuses_target_with_user_table_without_clean_and_leaves_it_untouched(
     c.drop_db(&target);
 }
 
-#[test]
-fn restore_clean_over_restored_database_matches_source() {
+/// Restores `dir` into a new database, then again over it: refused without --clean, and with
+/// --clean the result equals `source` again.
+fn assert_restore_clean_over_restored_matches(dir: &Path, source: &Fingerprint, prefix: &str) {
     let c = cluster();
-    let good = good_backup();
-    let target = c.unique_db("errs_reclean");
+    let target = c.unique_db(prefix);
     run_ok(
         dbbackup()
             .arg("restore")
-            .arg(&good.dir)
+            .arg(dir)
             .args(["--dbname", &target, "--create", "--quiet"]),
     );
-    assert_same(&good.fingerprint, &c.fingerprint(&target));
+    assert_same(source, &c.fingerprint(&target));
 
     // Over the restored database without --clean: refused, nothing changes.
-    c.psql(&target, "INSERT INTO app.zerocol DEFAULT VALUES")
-        .to_string();
+    c.psql(&target, "INSERT INTO app.zerocol DEFAULT VALUES");
     let modified = c.fingerprint(&target);
     let out = output(
         dbbackup()
             .arg("restore")
-            .arg(&good.dir)
+            .arg(dir)
             .args(["--dbname", &target]),
     );
     assert_error(&out, 1, &[&target, "not empty"]);
@@ -566,12 +595,33 @@ fn restore_clean_over_restored_database_matches_source() {
     run_ok(
         dbbackup()
             .arg("restore")
-            .arg(&good.dir)
+            .arg(dir)
             .args(["--dbname", &target, "--clean", "--quiet"]),
     );
-    assert_same(&good.fingerprint, &c.fingerprint(&target));
+    assert_same(source, &c.fingerprint(&target));
     c.drop_db(&target);
-    let _ = &good.db;
+}
+
+#[test]
+fn restore_clean_over_restored_database_matches_source() {
+    let good = good_backup();
+    assert_restore_clean_over_restored_matches(&good.dir, &good.fingerprint, "errs_reclean");
+}
+
+/// The same with a custom-format (pg_dump stream) backup of the same database.
+#[test]
+fn restore_clean_over_restored_database_matches_source_custom_format() {
+    let good = good_backup();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("custom");
+    run_ok(
+        dbbackup()
+            .args([
+                "backup", "single", "--format", "custom", &good.db, "--quiet", "--out",
+            ])
+            .arg(&dir),
+    );
+    assert_restore_clean_over_restored_matches(&dir, &good.fingerprint, "errs_reclean_custom");
 }
 
 #[test]
@@ -748,7 +798,7 @@ fn password_never_lands_in_backup_files_or_output() {
     let out_dir = tmp.path().join("out");
     let out = run_ok(
         dbbackup_tcp(&role, SECRET)
-            .args(["backup", "single", &db, "--out"])
+            .args(["backup", "single", "--format", "native", &db, "--out"])
             .arg(&out_dir),
     );
     let verify_out = run_ok(dbbackup().arg("verify").arg(&out_dir));
@@ -823,12 +873,21 @@ fn pg_dump_command_line_carries_no_password() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
     let mut cmd = dbbackup_tcp(&role, SECRET);
-    cmd.args(["backup", "single", &db, "--quiet", "--parallel-tables", "2"])
-        .arg("--out")
-        .arg(&out_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "backup",
+        "single",
+        "--format",
+        "native",
+        &db,
+        "--quiet",
+        "--parallel-tables",
+        "2",
+    ])
+    .arg("--out")
+    .arg(&out_dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn dbbackup");
     let parent = child.id();
     let mut seen: Vec<Vec<String>> = Vec::new();
@@ -909,46 +968,52 @@ impl Session {
 }
 
 /// Polls `sql` (a boolean query) in `db` until it answers `t`.
-fn wait_until(db: &str, sql: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+fn wait_until(db: &str, sql: &str, what: &str, backup: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if cluster().psql(db, sql) == "t" {
             return;
         }
+        if let Some(status) = backup.try_wait().unwrap() {
+            panic!("the backup ended ({status}) before {what}");
+        }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
+/// Backends of the backup's COPY workers: they run nothing but the snapshot import and COPYs.
+const WORKERS_CTE: &str = "WITH workers AS (
+    SELECT pid, state, query FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid()
+      AND (query LIKE 'COPY %'
+           OR query LIKE 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT%'))";
+
+/// Design (deterministic): the backup's snapshot exists once a COPY worker runs (workers import
+/// it). We commit our writes only after seeing both workers busy copying the two big tables,
+/// while no worker has touched the small table `t` yet (a worker keeps an ACCESS SHARE lock on
+/// every table it copied until its transaction ends). So the writes commit strictly after the
+/// snapshot was exported, and `t` is copied strictly after the commit: a worker reading outside
+/// the snapshot would see the new rows.
+///
+/// (A first design — hold ACCESS EXCLUSIVE on a table so the coordinator waits for its lock
+/// after its first catalog query — does not work: `backup single` first runs a separate probe
+/// transaction (src/strategy.rs `run_probe`) that waits for the same locks and commits, and the
+/// coordinator's snapshot is only taken after that; rows committed during the wait are then,
+/// correctly, part of the later snapshot.)
 #[test]
 fn commits_made_while_the_backup_runs_are_not_in_it() {
     let c = cluster();
     let db = big_db("errs_concurrent");
     c.psql(
         &db,
-        "CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 10); \
-         CREATE TABLE gate(id int); INSERT INTO gate VALUES (1)",
+        "CREATE TABLE big_events2 AS SELECT * FROM big_events; \
+         CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 10); \
+         ANALYZE",
     );
     let before = c.fingerprint(&db);
     assert_eq!(before.tables["public.t"].0, 10);
     assert_eq!(before.tables["public.big_events"].0, 300000);
-
-    // Session 1 holds ACCESS EXCLUSIVE on `gate`: the backup's coordinator can take its snapshot
-    // (the first query of its REPEATABLE READ transaction) but then waits for its lock on gate.
-    let mut locker = Session::open(&db);
-    locker.send("BEGIN; LOCK TABLE gate IN ACCESS EXCLUSIVE MODE;");
-    let gate_lock = |granted: &str, mode: &str| {
-        format!(
-            "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'relation' \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             AND relation = 'public.gate'::regclass AND mode = '{mode}' AND granted = {granted}"
-        )
-    };
-    wait_until(
-        &db,
-        &gate_lock("true", "AccessExclusiveLock"),
-        "the gate lock",
-    );
 
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
@@ -956,12 +1021,12 @@ fn commits_made_while_the_backup_runs_are_not_in_it() {
         .args([
             "backup",
             "single",
+            "--format",
+            "native",
             &db,
             "--quiet",
             "--parallel-tables",
             "2",
-            "--lock-wait-timeout",
-            "60s",
         ])
         .arg("--out")
         .arg(&out_dir)
@@ -971,45 +1036,37 @@ fn commits_made_while_the_backup_runs_are_not_in_it() {
         .spawn()
         .expect("spawn backup");
 
-    // The backup is blocked on gate: its snapshot exists already.
+    let t_untouched = "NOT EXISTS (SELECT 1 FROM pg_locks l JOIN workers w ON w.pid = l.pid \
+                       WHERE l.locktype = 'relation' AND l.relation = 'public.t'::regclass)";
     wait_until(
         &db,
-        &gate_lock("false", "AccessShareLock"),
-        "the backup to wait for its lock on gate",
-    );
-
-    eprintln!("DEBUG activity: {}", c.psql(&db, "SELECT string_agg(format('pid=%s xmin=%s xid=%s state=%s wait=%s/%s app=%s q=%s', pid, backend_xmin, backend_xid, state, wait_event_type, wait_event, application_name, left(query, 120)), E'\n') FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"));
-    // Session 2 commits new rows (and a change) while the backup waits.
-    c.psql(
-        &db,
-        "INSERT INTO t SELECT generate_series(11, 20); \
-         INSERT INTO big_events SELECT id + 1000000, kind, payload, note FROM big_events WHERE id <= 1000; \
-         UPDATE t SET id = -id WHERE id = 1;",
-    );
-    // Still waiting: the commits certainly happened after the backup's snapshot was taken.
-    assert_eq!(
-        c.psql(
-            &db,
-            &format!("SELECT ({}) ", gate_lock("false", "AccessShareLock"))
+        &format!(
+            "{WORKERS_CTE} SELECT (SELECT count(DISTINCT query) FROM workers WHERE state = 'active' \
+               AND (query LIKE 'COPY \"public\".\"big_events\" %' \
+                    OR query LIKE 'COPY \"public\".\"big_events2\" %')) = 2 AND {t_untouched}"
         ),
-        "t"
+        "both workers copying the big tables",
+        &mut backup,
     );
-    assert!(
-        backup.try_wait().unwrap().is_none(),
-        "backup ended while blocked"
+    // Commit the writes, then check that t's copy had still not begun after the commit.
+    let t_copied_later = c.psql(
+        &db,
+        &format!(
+            "BEGIN; \
+             INSERT INTO t SELECT generate_series(11, 20); \
+             UPDATE t SET id = -id WHERE id = 1; \
+             INSERT INTO big_events SELECT id + 1000000, kind, payload, note FROM big_events WHERE id <= 1000; \
+             COMMIT; \
+             {WORKERS_CTE} SELECT {t_untouched}"
+        ),
     );
-    locker.send("COMMIT;");
-    locker.finish();
+    assert_eq!(
+        t_copied_later, "t",
+        "test setup: a worker copied t before the concurrent commit; the backup is too fast for this test"
+    );
 
     let out = backup.wait_with_output().unwrap();
     assert!(out.status.success(), "backup failed\n{}", describe(&out));
-    {
-        let m = read_manifest(&out_dir);
-        eprintln!("DEBUG snapshot {} status {}", m["snapshot"], m["status"]);
-        for t in m["tables"].as_array().unwrap() {
-            eprintln!("DEBUG table {} rows {:?}", t["name"], t["units"].as_array().unwrap().iter().map(|u| (u["snapshot"].clone(), u["chunks"].as_array().unwrap().iter().map(|c| c["rows"].clone()).collect::<Vec<_>>())).collect::<Vec<_>>());
-        }
-    }
     let after = c.fingerprint(&db);
     assert_eq!(after.tables["public.t"].0, 20);
     assert_eq!(after.tables["public.big_events"].0, 301000);
@@ -1029,5 +1086,72 @@ fn commits_made_while_the_backup_runs_are_not_in_it() {
     );
     assert_same(&before, &restored);
     c.drop_db(&target);
+    c.drop_db(&db);
+}
+
+/// `--lock-wait-timeout` bounds the wait for a table that another session holds exclusively:
+/// the backup fails in about that time, naming the table, and leaves no complete manifest.
+#[test]
+fn lock_wait_timeout_is_honoured_and_names_the_locked_table() {
+    let c = cluster();
+    let db = c.unique_db("errs_lockwait");
+    c.create_db(&db);
+    c.psql(
+        &db,
+        "CREATE TABLE free_table(id int); CREATE TABLE held_table(id int); \
+         INSERT INTO held_table VALUES (1)",
+    );
+    let mut locker = Session::open(&db);
+    locker.send("BEGIN; LOCK TABLE held_table IN ACCESS EXCLUSIVE MODE;");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.psql(
+        &db,
+        "SELECT count(*) > 0 FROM pg_locks WHERE relation = 'public.held_table'::regclass \
+         AND mode = 'AccessExclusiveLock' AND granted",
+    ) != "t"
+    {
+        assert!(Instant::now() < deadline, "locker did not get its lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let started = Instant::now();
+    let mut backup = dbbackup()
+        .args([
+            "backup",
+            "single",
+            "--format",
+            "native",
+            &db,
+            "--lock-wait-timeout",
+            "1s",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn backup");
+    // Do not hang the test run if the timeout is ignored: give up after 40 s.
+    let limit = Instant::now() + Duration::from_secs(40);
+    while backup.try_wait().unwrap().is_none() && Instant::now() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let still_running = backup.try_wait().unwrap().is_none();
+    if still_running {
+        let _ = backup.kill();
+    }
+    let elapsed = started.elapsed();
+    let out = backup.wait_with_output().unwrap();
+    locker.send("COMMIT;");
+    locker.finish();
+    assert!(
+        !still_running && elapsed < Duration::from_secs(20),
+        "with --lock-wait-timeout 1s the backup was still waiting after {elapsed:?}\n{}",
+        describe(&out)
+    );
+    assert_error(&out, 1, &["held_table", "timed out"]);
+    assert_no_complete_manifest(&out_dir);
     c.drop_db(&db);
 }

@@ -240,6 +240,13 @@ pub struct ClusterArgs {
     /// Retries of a unit that failed with a retryable error
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
+    /// Continue the failed or interrupted cluster backup in --out: complete databases are
+    /// skipped whole, native ones resume their missing units, others are redone
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: accept that resumed units are read in a new snapshot
+    #[arg(long, requires = "resume")]
+    pub allow_inconsistent: bool,
     /// No progress output (the summary table is still printed)
     #[arg(long, short = 'q')]
     pub quiet: bool,

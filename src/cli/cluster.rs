@@ -95,8 +95,8 @@ pub async fn backup_cluster(
             copy_format: args.copy_format,
             lock_timeout: args.lock_wait_timeout,
             retries: args.retries,
-            resume: false,
-            allow_inconsistent: false,
+            resume: args.resume,
+            allow_inconsistent: args.allow_inconsistent,
             snapshot: None,
         },
         strategy: StrategyOptions {

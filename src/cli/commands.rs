@@ -181,6 +181,14 @@ pub async fn restore(
             secs,
             human_bytes((s.raw_bytes as f64 / secs.max(0.001)) as u64)
         );
+        if !s.phases.is_empty() {
+            let phases: Vec<String> = s
+                .phases
+                .iter()
+                .map(|(name, secs)| format!("{name} {secs:.1}s"))
+                .collect();
+            println!("  phases: {}", phases.join(", "));
+        }
     }
     Ok(())
 }
