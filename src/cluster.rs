@@ -865,7 +865,10 @@ pub async fn backup_cluster(
                 && Manifest::load(&dir).is_ok_and(|m| m.status == Status::Complete);
             if complete {
                 *entry = old.clone();
-                progress.note(&format!("database {}: already complete, skipped", entry.name));
+                progress.note(&format!(
+                    "database {}: already complete, skipped",
+                    entry.name
+                ));
             }
         }
     }
@@ -879,7 +882,11 @@ pub async fn backup_cluster(
         manifest.globals.notes.push(note);
     }
     let globals = if globals_done {
-        Ok(manifest.globals.file.clone().expect("complete globals have a file"))
+        Ok(manifest
+            .globals
+            .file
+            .clone()
+            .expect("complete globals have a file"))
     } else {
         let (conn, out, codec, level) =
             (conn.clone(), opts.out.clone(), opts.db.codec, opts.db.level);
@@ -940,7 +947,10 @@ pub async fn backup_cluster(
                 db_opts.resume = resumable;
                 if !resumable && out.exists() {
                     if let Err(e) = std::fs::remove_dir_all(&out) {
-                        progress.note(&format!("database {name}: cannot clear {}: {e}", out.display()));
+                        progress.note(&format!(
+                            "database {name}: cannot clear {}: {e}",
+                            out.display()
+                        ));
                     }
                 }
             }

@@ -40,10 +40,12 @@ impl DirLock {
                         .ok()
                         .and_then(|s| s.trim().parse::<i32>().ok());
                     match holder {
-                        Some(pid) if pid_alive(pid) => return Err(Error::Refused(format!(
+                        Some(pid) if pid_alive(pid) => {
+                            return Err(Error::Refused(format!(
                             "{} is in use by another dbbackup (pid {pid}); wait for it or stop it",
                             dir.display()
-                        ))),
+                        )))
+                        }
                         // Stale: its holder is gone. Remove and retry once.
                         _ => {
                             fs::remove_file(&path)

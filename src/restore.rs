@@ -119,7 +119,12 @@ pub async fn restore_database(
         drop_foreign_keys(&target.client, &manifest).await?;
     }
 
-    let mut pre = vec!["--section=pre-data".into(), "--exit-on-error".into()];
+    // One transaction: the schema goes in whole or not at all.
+    let mut pre = vec![
+        "--section=pre-data".into(),
+        "--exit-on-error".into(),
+        "--single-transaction".into(),
+    ];
     if opts.clean && !opts.create {
         pre.push("--clean".into());
         pre.push("--if-exists".into());
@@ -381,6 +386,17 @@ fn dbname_conninfo(db: &str) -> String {
     format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// Session settings for pg_restore's connections (added to the user's `PGOPTIONS`): commits
+/// need not wait for WAL flushes (a crash means restoring again anyway; the last commit of the
+/// restore flushes everything), and index builds sort in memory.
+fn restore_pgoptions() -> String {
+    let ours = "-c synchronous_commit=off -c maintenance_work_mem=512MB";
+    match std::env::var("PGOPTIONS") {
+        Ok(user) if !user.trim().is_empty() => format!("{user} {ours}"),
+        _ => ours.to_string(),
+    }
+}
+
 /// Runs pg_restore for one schema section of the backup into `target`.
 fn pg_restore(
     conn: &ConnParams,
@@ -398,14 +414,9 @@ fn pg_restore(
     args.push("--no-password".into());
     args.push(format!("--dbname={}", dbname_conninfo(target)).into());
     args.push(dir.join(&file.chunk.file).into_os_string());
-    Child::spawn(
-        "pg_restore",
-        &args,
-        &conn.child_env(target),
-        Stdio::null(),
-        Stdio::null(),
-    )?
-    .wait()
+    let mut env = conn.child_env(target);
+    env.push(("PGOPTIONS".into(), restore_pgoptions()));
+    Child::spawn("pg_restore", &args, &env, Stdio::null(), Stdio::null())?.wait()
 }
 
 async fn set_sequences(client: &Client, manifest: &Manifest) -> Result<()> {
@@ -466,6 +477,13 @@ async fn load_data(
         let progress = progress.clone();
         set.spawn(async move {
             let session = conn.connect(&target).await?;
+            // A crash mid-restore means restoring again anyway, so loaders need not wait for
+            // each commit's WAL flush; the final ANALYZE's commit flushes everything before.
+            session
+                .client
+                .batch_execute("SET synchronous_commit = off")
+                .await
+                .map_err(|e| Error::query("setting up a loader session", e))?;
             loop {
                 let next = queue.lock().unwrap().pop_front();
                 let Some(load) = next else { break };
@@ -548,14 +566,28 @@ async fn load_rows(
     progress: &Arc<dyn Progress>,
 ) -> Result<()> {
     let what = || format!("loading into table {}", table.display_name());
+    // A table loaded by a single chunk was created empty by pre-data in this restore: truncating
+    // it in the loading transaction lets COPY write frozen, all-visible rows (no hint-bit
+    // rewrites or freezing vacuum later; no WAL at all with wal_level=minimal), as pg_restore
+    // does. Tables of several chunks load concurrently and cannot be truncated.
+    let single = table.chunks().count() == 1;
+    let begin = if single {
+        format!("BEGIN; TRUNCATE ONLY {}", table.qualified())
+    } else {
+        "BEGIN".to_string()
+    };
     client
-        .batch_execute("BEGIN")
+        .batch_execute(&begin)
         .await
         .map_err(|e| Error::query(what(), e))?;
+    let mut sql = copy_in_sql(table);
+    if single {
+        sql = format!("{}, FREEZE)", sql.trim_end_matches(')'));
+    }
     // Boxed so that dropping it really drops the sink, which aborts the COPY.
     let mut sink = Box::pin(
         client
-            .copy_in::<_, Bytes>(copy_in_sql(table).as_str())
+            .copy_in::<_, Bytes>(sql.as_str())
             .await
             .map_err(|e| Error::query(what(), e))?,
     );

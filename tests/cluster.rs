@@ -648,7 +648,14 @@ fn resume_skips_complete_databases_and_finishes_the_failed_one() {
         cmd.args(["backup", "cluster", "--quiet", "--out"])
             .arg(&out)
             .args(["--include-database", &format!("{base}_*")])
-            .args(["--timeout", "3s", "--parallel-tables", "2", "--format", "native"])
+            .args([
+                "--timeout",
+                "3s",
+                "--parallel-tables",
+                "2",
+                "--format",
+                "native",
+            ])
             .args(extra);
         cmd
     };
@@ -669,7 +676,9 @@ fn resume_skips_complete_databases_and_finishes_the_failed_one() {
             quote_literal(&app)
         ),
     );
-    let o = args(&["--resume", "--allow-inconsistent"]).output().unwrap();
+    let o = args(&["--resume", "--allow-inconsistent"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", describe(&o));
     let second = read_json(&out.join("manifest.json"));
     assert_eq!(second["status"], "complete");

@@ -573,17 +573,25 @@ fn resume_refuses_when_tables_changed_since_the_first_run() {
     let c = cluster();
     let db = c.unique_db("faults_changed");
     c.create_db(&db);
-    c.psql(&db, "CREATE TABLE a(x int); INSERT INTO a VALUES (1); CREATE TABLE b(y int);");
+    c.psql(
+        &db,
+        "CREATE TABLE a(x int); INSERT INTO a VALUES (1); CREATE TABLE b(y int);",
+    );
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    let args = ["backup", "single", "--format", "native", &db, "--quiet", "--out"];
+    let args = [
+        "backup", "single", "--format", "native", &db, "--quiet", "--out",
+    ];
     run_ok(dbbackup().args(args).arg(&out));
     // Pretend the run failed half-way, then change the database under it.
     let mut m = manifest(&out);
     m["status"] = "failed".into();
     m["tables"][0]["units"][0]["done"] = false.into();
     std::fs::write(out.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    c.psql(&db, "ALTER TABLE a ADD COLUMN z text; DROP TABLE b; CREATE TABLE c(w int);");
+    c.psql(
+        &db,
+        "ALTER TABLE a ADD COLUMN z text; DROP TABLE b; CREATE TABLE c(w int);",
+    );
     let o = run_fail(
         dbbackup()
             .args(args)
@@ -591,7 +599,11 @@ fn resume_refuses_when_tables_changed_since_the_first_run() {
             .args(["--resume", "--allow-inconsistent"]),
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
-    for what in ["columns of public.a changed", "table public.b is gone", "table public.c is new"] {
+    for what in [
+        "columns of public.a changed",
+        "table public.b is gone",
+        "table public.c is new",
+    ] {
         assert!(stderr.contains(what), "{what:?} not in: {stderr}");
     }
 }
