@@ -766,32 +766,6 @@ mod tests {
         assert!(matches!(c.get_hosts(), [Host::Tcp(h)] if h == "db.example"));
     }
 
-    /// Needs a server reachable through the usual PG* variables:
-    /// `PGHOST=/tmp/x PGPORT=5432 PGUSER=postgres cargo test --lib conn -- --ignored`
-    #[tokio::test]
-    #[ignore]
-    async fn connect_pins_session_settings() {
-        let p = ConnParams::resolve(&ConnectOptions::default()).unwrap();
-        let s = p.connect(&p.maintenance_db).await.unwrap();
-        let row = s
-            .client
-            .query_one(
-                "SELECT current_setting('DateStyle'), current_setting('row_security'), \
-                 current_setting('application_name'), pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap();
-        assert_eq!(row.get::<_, String>(0), "ISO, MDY");
-        assert_eq!(row.get::<_, String>(1), "off");
-        assert_eq!(row.get::<_, String>(2), "dbbackup");
-        assert_eq!(row.get::<_, i32>(3), s.backend_pid());
-        s.close("test session").await.unwrap();
-
-        let err = p.connect("no_such_db_here").await.err().unwrap();
-        assert!(err.to_string().contains("no_such_db_here"), "{err}");
-    }
-
     #[test]
     fn clap_flags_parse_when_help_short_is_disabled() {
         use clap::Parser;

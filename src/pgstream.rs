@@ -733,6 +733,82 @@ pub fn verify_stream(dir: &Path, m: &Manifest) -> Result<u64> {
 // Restore
 // ---------------------------------------------------------------------------------------------
 
+/// `restore --clean` of a custom archive into an existing database, the way the native restore
+/// does it: `pg_restore --clean` over the whole archive trips over objects it drops in the
+/// wrong order (foreign keys between the archive's tables, partitions' inherited constraints).
+/// So: drop the foreign keys touching the archive's tables, clean and recreate the pre-data
+/// section in one transaction, then load data and post-data.
+async fn clean_restore_sections(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    file: &Path,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let env = conn.child_env(&opts.target);
+    let target = dbname_conninfo(&opts.target);
+    let session = conn.connect(&opts.target).await?;
+    let listing = std::process::Command::new(crate::child::pg_program("pg_restore"))
+        .arg("--list")
+        .arg(file)
+        .output()
+        .map_err(|e| Error::io("running pg_restore --list on", file, e))?;
+    let toc = String::from_utf8_lossy(&listing.stdout);
+    // TOC lines read `ID; OID OID TABLE schema name owner`, names unquoted: match them against
+    // the target's tables instead of splitting on spaces.
+    let existing: Vec<(String, String, String)> = session
+        .client
+        .query(
+            "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::query("listing the target's tables (--clean)", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let in_archive: Vec<(String, String)> = existing
+        .into_iter()
+        .filter(|(schema, name, owner)| {
+            let entry = format!(" TABLE {schema} {name} {owner}");
+            toc.lines().any(|l| l.ends_with(&entry))
+        })
+        .map(|(schema, name, _)| (schema, name))
+        .collect();
+    crate::restore::drop_foreign_keys(&session.client, &in_archive).await?;
+    drop(session);
+    let passes: [Vec<OsString>; 3] = [
+        vec![
+            "--section=pre-data".into(),
+            "--clean".into(),
+            "--if-exists".into(),
+            "--single-transaction".into(),
+        ],
+        vec![
+            "--section=data".into(),
+            format!("--jobs={}", opts.jobs.max(1)).into(),
+        ],
+        vec![
+            "--section=post-data".into(),
+            format!("--jobs={}", opts.jobs.max(1)).into(),
+        ],
+    ];
+    for mut args in passes {
+        args.extend([
+            "--exit-on-error".into(),
+            "--no-password".into(),
+            format!("--dbname={target}").into(),
+            file.as_os_str().to_os_string(),
+        ]);
+        let child = Child::spawn("pg_restore", &args, &env, Stdio::null(), Stdio::null())?;
+        let pid = child.id();
+        let handle = tokio::task::spawn_blocking(move || child.wait());
+        supervise(pid, handle, cancel).await?;
+    }
+    Ok(())
+}
+
 /// Restores a plain or custom backup (see the module documentation).
 pub async fn restore_stream(
     conn: &ConnParams,
@@ -757,12 +833,9 @@ pub async fn restore_stream(
     // (e.g. on partitions' inherited constraints), and only the single-transaction stream
     // rolls them back.
     let clean_existing = opts.clean && !opts.create;
-    if kind == StrategyKind::Custom && opts.jobs > 1 && clean_existing {
-        progress.note(
-            "--clean into an existing database: restoring in one transaction (--jobs ignored)",
-        );
-    }
-    if kind == StrategyKind::Custom && opts.jobs > 1 && !clean_existing {
+    // --clean into an existing database runs pg_restore section by section (as the native
+    // restore does), which needs the archive as a file.
+    if kind == StrategyKind::Custom && (opts.jobs > 1 || clean_existing) {
         let work_dir = match &opts.work_dir {
             Some(d) => d.clone(),
             None => default_work_dir(&opts.dir),
@@ -791,13 +864,11 @@ pub async fn restore_stream(
     crate::restore::prepare_target(conn, opts, &manifest.database).await?;
     let target = dbname_conninfo(&opts.target);
     let env = conn.child_env(&opts.target);
-    let mut clean_args: Vec<OsString> = Vec::new();
-    if opts.clean && !opts.create {
-        clean_args.push("--clean".into());
-        clean_args.push("--if-exists".into());
-    }
     progress.start("restore", raw_total);
     let result = match (kind, &temp) {
+        (StrategyKind::Custom, Some(file)) if clean_existing => {
+            clean_restore_sections(conn, opts, &file.0, &cancel).await
+        }
         (StrategyKind::Custom, Some(file)) => {
             let mut args: Vec<OsString> = vec![
                 "--exit-on-error".into(),
@@ -805,7 +876,6 @@ pub async fn restore_stream(
                 "--no-password".into(),
                 format!("--dbname={target}").into(),
             ];
-            args.extend(clean_args);
             args.push(file.0.clone().into_os_string());
             progress.worker_busy(0, "pg_restore");
             let child = Child::spawn("pg_restore", &args, &env, Stdio::null(), Stdio::null())?;
@@ -838,9 +908,6 @@ pub async fn restore_stream(
                 ),
             };
             args.push(format!("--dbname={target}").into());
-            if program == "pg_restore" {
-                args.extend(clean_args);
-            }
             progress.worker_busy(0, program);
             let child = Child::spawn(program, &args, &env, Stdio::piped(), Stdio::null())?;
             let pid = child.id();

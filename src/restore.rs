@@ -116,7 +116,12 @@ pub async fn restore_database(
     prepare_target(conn, opts, &manifest.database).await?;
     let target = conn.connect(&opts.target).await?;
     if opts.clean && !opts.create {
-        drop_foreign_keys(&target.client, &manifest).await?;
+        let tables: Vec<(String, String)> = manifest
+            .tables
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect();
+        drop_foreign_keys(&target.client, &tables).await?;
     }
 
     // One transaction: the schema goes in whole or not at all.
@@ -345,9 +350,9 @@ pub async fn apply_database_properties(
 /// `--clean` into an existing database: foreign keys touching the backup's tables are dropped
 /// first, so that pg_restore's `DROP TABLE IF EXISTS` does not trip over them. Post-data
 /// recreates them.
-async fn drop_foreign_keys(client: &Client, manifest: &Manifest) -> Result<()> {
-    let schemas: Vec<&str> = manifest.tables.iter().map(|t| t.schema.as_str()).collect();
-    let names: Vec<&str> = manifest.tables.iter().map(|t| t.name.as_str()).collect();
+pub(crate) async fn drop_foreign_keys(client: &Client, tables: &[(String, String)]) -> Result<()> {
+    let schemas: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|t| t.1.as_str()).collect();
     let rows = client
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname), quote_ident(con.conname)
