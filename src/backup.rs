@@ -113,7 +113,7 @@ impl Sessions {
 }
 
 /// Runs `fut` unless `cancel` fires first; then cancels the sessions' statements.
-async fn cancellable<T>(
+pub(crate) async fn cancellable<T>(
     cancel: &CancellationToken,
     sessions: &Sessions,
     fut: impl std::future::Future<Output = Result<T>>,

@@ -177,9 +177,11 @@ pub async fn run_probe(
     conn: &ConnParams,
     dbname: &str,
     lock_timeout: std::time::Duration,
+    sessions: &crate::backup::Sessions,
 ) -> Result<ProbeResult> {
     let (pg_dump_version_num, pg_dump_version) = tool_version("pg_dump")?;
     let session = conn.connect(dbname).await?;
+    sessions.add(session.cancel.clone());
     let client = &session.client;
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -225,7 +227,15 @@ pub async fn backup_with_strategy(
         }
         return backup_database(conn, dbname, opts, progress, cancel).await;
     }
-    let found = run_probe(conn, dbname, opts.lock_timeout).await?;
+    // Cancellable like the backup itself: a timeout or Ctrl-C during a probe that waits for a
+    // lock cancels its statement on the server.
+    let sessions = crate::backup::Sessions::default();
+    let found = crate::backup::cancellable(
+        &cancel,
+        &sessions,
+        run_probe(conn, dbname, opts.lock_timeout, &sessions),
+    )
+    .await?;
     let strategy = decide(strategy_opts, found.probe.database_size.max(0) as u64);
     progress.note(&found.summary_line(dbname));
     progress.note(&format!(
