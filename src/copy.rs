@@ -115,21 +115,7 @@ pub async fn dump_unit(
     }
     .await;
     drop(tx);
-    let written = handle.await.expect("sink thread panicked");
-    match (result, written) {
-        (Ok(true), Ok(chunks)) => Ok(chunks),
-        (Ok(false), Ok(chunks)) => {
-            crate::sink::remove_chunks(&root, &chunks);
-            Err(Error::Refused(format!("{}: writer stopped early", what())))
-        }
-        (Ok(_), Err(e)) => Err(e),
-        (Err(e), written) => {
-            if let Ok(chunks) = written {
-                crate::sink::remove_chunks(&root, &chunks);
-            }
-            Err(e)
-        }
-    }
+    crate::sink::join_unit(result, handle, &root, &what()).await
 }
 
 /// The format name used in chunk file names.

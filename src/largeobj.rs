@@ -97,21 +97,7 @@ pub async fn dump(
     }
     .await;
     drop(tx);
-    let written = handle.await.expect("sink thread panicked");
-    match (result, written) {
-        (Ok(true), Ok(chunks)) => Ok(chunks),
-        (Ok(_), Err(e)) => Err(e),
-        (Err(e), written) => {
-            if let Ok(chunks) = written {
-                crate::sink::remove_chunks(&root, &chunks);
-            }
-            Err(e)
-        }
-        (Ok(false), Ok(chunks)) => {
-            crate::sink::remove_chunks(&root, &chunks);
-            Err(Error::Refused("large objects: writer stopped early".into()))
-        }
-    }
+    crate::sink::join_unit(result, handle, &root, "large objects").await
 }
 
 /// One record of a large-object chunk.

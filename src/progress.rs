@@ -27,3 +27,19 @@ impl Progress for Silent {
     fn note(&self, _: &str) {}
     fn finish(&self) {}
 }
+
+/// 1536 → "1.5 KiB": sizes for people, in binary units.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

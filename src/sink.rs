@@ -97,3 +97,32 @@ pub fn remove_chunks(root: &Path, chunks: &[Chunk]) {
         let _ = std::fs::remove_file(root.join(&c.file));
     }
 }
+
+/// Joins a unit's reading side with its sink thread. `read` is the reader's outcome: `Ok(true)`
+/// when it delivered everything, `Ok(false)` when the sink stopped taking batches. Returns the
+/// chunks, or the first error (the sink's error explains a stopped sink), after removing the
+/// files of the failed attempt.
+pub async fn join_unit(
+    read: Result<bool>,
+    handle: tokio::task::JoinHandle<Result<Vec<Chunk>>>,
+    root: &Path,
+    what: &str,
+) -> Result<Vec<Chunk>> {
+    let written = handle.await.expect("sink thread panicked");
+    match (read, written) {
+        (Ok(true), Ok(chunks)) => Ok(chunks),
+        (Ok(_), Err(e)) => Err(e),
+        (Ok(false), Ok(chunks)) => {
+            remove_chunks(root, &chunks);
+            Err(crate::error::Error::Refused(format!(
+                "{what}: the chunk writer stopped early"
+            )))
+        }
+        (Err(e), written) => {
+            if let Ok(chunks) = written {
+                remove_chunks(root, &chunks);
+            }
+            Err(e)
+        }
+    }
+}

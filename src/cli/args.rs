@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use dbbackup::backup::BackupOptions;
 use dbbackup::compress::Codec;
 use dbbackup::conn::ConnectOptions;
 use dbbackup::probe::CopyFormatChoice;
+use dbbackup::strategy::{FormatChoice, StrategyOptions};
+use dbbackup::Error;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,7 +63,31 @@ pub struct SingleArgs {
     /// Output directory (created 0700; must be empty or absent)
     #[arg(long)]
     pub out: PathBuf,
-    /// Tables copied at once, each on its own connection (default: number of CPU cores)
+    #[command(flatten)]
+    pub dump: DumpArgs,
+    /// Read in this exported snapshot (pg_export_snapshot() of a transaction you keep open)
+    /// instead of taking one
+    #[arg(long, value_name = "ID")]
+    pub snapshot: Option<String>,
+    /// Time limit (90s, 30m, 2h): past it the backup is stopped (server queries cancelled,
+    /// connections closed, pg_dump killed) and its manifest says `timeout after DURATION`
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+    pub timeout: Option<String>,
+    /// No progress output
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// The default parallelism: the number of CPU cores.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Options of how databases are dumped, shared by `backup single` and `backup cluster`.
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Tables copied at once (per native database), each on its own connection (default:
+    /// number of CPU cores)
     #[arg(long, value_name = "N")]
     pub parallel_tables: Option<usize>,
     /// Backup format. auto (default): native when --parallel-tables N > 1 is given
@@ -97,24 +124,58 @@ pub struct SingleArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Continue the failed or interrupted backup in --out: keep its finished, re-checked
-    /// chunks and dump only what is missing
+    /// chunks and dump only what is missing (cluster: complete databases are skipped whole)
     #[arg(long)]
     pub resume: bool,
     /// With --resume: accept that the missing units are read in a new snapshot (the manifest
     /// then says consistent: false)
     #[arg(long, requires = "resume")]
     pub allow_inconsistent: bool,
-    /// Read in this exported snapshot (pg_export_snapshot() of a transaction you keep open)
-    /// instead of taking one
-    #[arg(long, value_name = "ID")]
-    pub snapshot: Option<String>,
-    /// Time limit (90s, 30m, 2h): past it the backup is stopped (server queries cancelled,
-    /// connections closed, pg_dump killed) and its manifest says `timeout after DURATION`
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
-    pub timeout: Option<String>,
-    /// No progress output
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+}
+
+impl DumpArgs {
+    /// The engine's options for a backup into `out`, validated.
+    pub fn backup_options(
+        &self,
+        out: PathBuf,
+        snapshot: Option<String>,
+    ) -> Result<BackupOptions, Error> {
+        let level = self.compress_level.unwrap_or(self.compress.default_level());
+        self.compress.check_level(level).map_err(Error::Usage)?;
+        let parallel_tables = self.parallel_tables.unwrap_or_else(cores);
+        if parallel_tables == 0 {
+            return Err(Error::Usage("--parallel-tables must be at least 1".into()));
+        }
+        Ok(BackupOptions {
+            out,
+            parallel_tables,
+            codec: self.compress,
+            level,
+            chunk_size: self.chunk_size,
+            split_larger_than: self
+                .split_tables_larger_than
+                .unwrap_or(self.chunk_size.saturating_mul(4)),
+            copy_format: self.copy_format,
+            lock_timeout: self.lock_wait_timeout,
+            retries: self.retries,
+            resume: self.resume,
+            allow_inconsistent: self.allow_inconsistent,
+            snapshot,
+        })
+    }
+
+    pub fn strategy_options(&self) -> StrategyOptions {
+        StrategyOptions {
+            format: match self.format {
+                FormatArg::Auto => FormatChoice::Auto,
+                FormatArg::Native => FormatChoice::Native,
+                FormatArg::Plain => FormatChoice::Plain,
+                FormatArg::Custom => FormatChoice::Custom,
+            },
+            parallel_tables_explicit: self.parallel_tables,
+            plain_threshold: self.plain_threshold,
+        }
+    }
 }
 
 /// The auto rule and the stock-tool recipe, shown by `backup single --help`.
@@ -199,54 +260,18 @@ pub struct ClusterArgs {
     /// Databases backed up at once
     #[arg(long, value_name = "M", default_value_t = 1)]
     pub parallel_databases: usize,
-    /// Tables copied at once per native database, each on its own connection (default: number
-    /// of CPU cores)
-    #[arg(long, value_name = "N")]
-    pub parallel_tables: Option<usize>,
-    /// Backup format of every database (as for backup single; auto decides per database)
-    #[arg(long, value_enum, default_value = "auto")]
-    pub format: FormatArg,
     /// PATTERN=FORMAT: the format of the databases matching PATTERN (first match wins; the
     /// others get --format). Repeatable
     #[arg(long, value_name = "PATTERN=FORMAT")]
     pub database_format: Vec<String>,
-    /// --format auto: database size from which plain is chosen over custom
-    #[arg(long, value_name = "SIZE", default_value = "5GiB", value_parser = parse_size)]
-    pub plain_threshold: u64,
     /// Back up only databases matching PATTERN (shell glob: * and ?). Repeatable
     #[arg(long, value_name = "PATTERN")]
     pub include_database: Vec<String>,
     /// Skip databases matching PATTERN (shell glob: * and ?). Repeatable
     #[arg(long, value_name = "PATTERN")]
     pub exclude_database: Vec<String>,
-    /// Compression codec of stored files
-    #[arg(long, value_enum, default_value = "zstd")]
-    pub compress: Codec,
-    /// Compression level (zstd 1-22, default 3; gzip 0-9, default 6)
-    #[arg(long, value_name = "L")]
-    pub compress_level: Option<i32>,
-    /// Bytes per chunk file (KiB/MiB/GiB accepted)
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
-    pub chunk_size: u64,
-    /// Split tables larger than this into ctid ranges (default: 4 x chunk size)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub split_tables_larger_than: Option<u64>,
-    /// COPY format per table (native databases)
-    #[arg(long, value_enum, default_value = "auto")]
-    pub copy_format: CopyFormatChoice,
-    /// Maximum wait for each table's ACCESS SHARE lock
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub lock_wait_timeout: Duration,
-    /// Retries of a unit that failed with a retryable error
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub retries: u32,
-    /// Continue the failed or interrupted cluster backup in --out: complete databases are
-    /// skipped whole, native ones resume their missing units, others are redone
-    #[arg(long)]
-    pub resume: bool,
-    /// With --resume: accept that resumed units are read in a new snapshot
-    #[arg(long, requires = "resume")]
-    pub allow_inconsistent: bool,
+    #[command(flatten)]
+    pub dump: DumpArgs,
     /// No progress output (the summary table is still printed)
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -15,21 +15,8 @@ use dbbackup::progress::Progress;
 use dbbackup::strategy::{FormatChoice, StrategyOptions};
 use dbbackup::{Error, Result};
 
-use super::args::{parse_duration, ClusterArgs, FormatArg, RestoreArgs};
+use super::args::{cores, parse_duration, ClusterArgs, RestoreArgs};
 use super::progress::{human_bytes, reporter};
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-fn format_choice(f: FormatArg) -> FormatChoice {
-    match f {
-        FormatArg::Auto => FormatChoice::Auto,
-        FormatArg::Native => FormatChoice::Native,
-        FormatArg::Plain => FormatChoice::Plain,
-        FormatArg::Custom => FormatChoice::Custom,
-    }
-}
 
 /// `PATTERN=FORMAT` (the last `=` separates: patterns may contain `=`).
 fn parse_database_format(s: &str) -> Result<(String, FormatChoice)> {
@@ -57,12 +44,6 @@ pub async fn backup_cluster(
     args: ClusterArgs,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let level = args.compress_level.unwrap_or(args.compress.default_level());
-    args.compress.check_level(level).map_err(Error::Usage)?;
-    let parallel_tables = args.parallel_tables.unwrap_or_else(cores);
-    if parallel_tables == 0 {
-        return Err(Error::Usage("--parallel-tables must be at least 1".into()));
-    }
     if args.parallel_databases == 0 {
         return Err(Error::Usage(
             "--parallel-databases must be at least 1".into(),
@@ -83,27 +64,8 @@ pub async fn backup_cluster(
         parallel_databases: args.parallel_databases,
         include: args.include_database,
         exclude: args.exclude_database,
-        db: BackupOptions {
-            out: args.out.clone(),
-            parallel_tables,
-            codec: args.compress,
-            level,
-            chunk_size: args.chunk_size,
-            split_larger_than: args
-                .split_tables_larger_than
-                .unwrap_or(args.chunk_size.saturating_mul(4)),
-            copy_format: args.copy_format,
-            lock_timeout: args.lock_wait_timeout,
-            retries: args.retries,
-            resume: args.resume,
-            allow_inconsistent: args.allow_inconsistent,
-            snapshot: None,
-        },
-        strategy: StrategyOptions {
-            format: format_choice(args.format),
-            parallel_tables_explicit: args.parallel_tables,
-            plain_threshold: args.plain_threshold,
-        },
+        db: args.dump.backup_options(args.out.clone(), None)?,
+        strategy: args.dump.strategy_options(),
         database_formats,
     };
     let progress: Arc<dyn Progress> = reporter(args.quiet);

@@ -5,59 +5,28 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use dbbackup::backup::BackupOptions;
 use dbbackup::conn::ConnParams;
 use dbbackup::manifest::StrategyKind;
 use dbbackup::pgstream::stock_restore_recipe;
 use dbbackup::restore::{restore_database, RestoreOptions};
-use dbbackup::strategy::{backup_with_strategy, FormatChoice, StrategyOptions};
+use dbbackup::strategy::backup_with_strategy;
 use dbbackup::{Error, Result};
 
-use super::args::{FormatArg, RestoreArgs, SingleArgs, VerifyArgs};
+use super::args::{RestoreArgs, SingleArgs, VerifyArgs};
 use super::progress::{human_bytes, reporter};
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
+use super::args::cores;
 
 pub async fn backup_single(
     conn: &ConnParams,
     args: SingleArgs,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let level = args.compress_level.unwrap_or(args.compress.default_level());
-    args.compress.check_level(level).map_err(Error::Usage)?;
-    let parallel = args.parallel_tables.unwrap_or_else(cores);
-    if parallel == 0 {
-        return Err(Error::Usage("--parallel-tables must be at least 1".into()));
-    }
-    let opts = BackupOptions {
-        out: args.out,
-        parallel_tables: parallel,
-        codec: args.compress,
-        level,
-        chunk_size: args.chunk_size,
-        split_larger_than: args
-            .split_tables_larger_than
-            .unwrap_or(args.chunk_size.saturating_mul(4)),
-        copy_format: args.copy_format,
-        lock_timeout: args.lock_wait_timeout,
-        retries: args.retries,
-        resume: args.resume,
-        allow_inconsistent: args.allow_inconsistent,
-        snapshot: args.snapshot,
-    };
+    let opts = args
+        .dump
+        .backup_options(args.out.clone(), args.snapshot.clone())?;
+    let strategy_opts = args.dump.strategy_options();
     let progress = reporter(args.quiet);
-    let strategy_opts = StrategyOptions {
-        format: match args.format {
-            FormatArg::Auto => FormatChoice::Auto,
-            FormatArg::Native => FormatChoice::Native,
-            FormatArg::Plain => FormatChoice::Plain,
-            FormatArg::Custom => FormatChoice::Custom,
-        },
-        parallel_tables_explicit: args.parallel_tables,
-        plain_threshold: args.plain_threshold,
-    };
     let m = match &args.timeout {
         None => {
             backup_with_strategy(conn, &args.dbname, &opts, &strategy_opts, progress, cancel)
