@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::tls::{MakeRustlsConnect, TlsFiles, Verify};
 use crate::{Error, Result};
 
 /// Connection flags shared by every subcommand (clap derive; flattened into the CLI).
@@ -80,6 +81,11 @@ pub struct ConnParams {
     /// Kept whole because entries can be per database.
     pgpass: Vec<PassEntry>,
     pub sslmode: SslMode,
+    /// `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY` as set, for child programs.
+    ssl_env: Vec<(String, String)>,
+    /// The TLS connector for TCP connections (`None` with sslmode=disable), or why it cannot
+    /// be built (a missing root certificate file...). Reported when a TCP connection needs it.
+    tls: Option<std::result::Result<TlsSetup, String>>,
     /// `None` means wait forever (libpq: unset or 0).
     pub connect_timeout: Option<Duration>,
     /// Database for cluster-wide queries (`PGDATABASE`, default "postgres").
@@ -97,6 +103,19 @@ impl fmt::Debug for ConnParams {
             .field("password", &set(self.password.is_some()))
             .field("pgpass_entries", &self.pgpass.len())
             .field("sslmode", &self.sslmode)
+            .field("ssl_env", &self.ssl_env)
+            .field(
+                "tls",
+                &match &self.tls {
+                    None => "<none>".to_string(),
+                    Some(Ok(TlsSetup {
+                        verified_by: Some(root),
+                        ..
+                    })) => format!("<verified against {}>", root.display()),
+                    Some(Ok(_)) => "<server certificate not verified>".to_string(),
+                    Some(Err(e)) => format!("<unusable: {e}>"),
+                },
+            )
             .field("connect_timeout", &self.connect_timeout)
             .field("maintenance_db", &self.maintenance_db)
             .field("application_name", &self.application_name)
@@ -125,9 +144,11 @@ impl ConnParams {
     ///
     /// Flags > `PGHOST`/`PGPORT`/`PGUSER` > defaults (socket directory, 5432, OS user).
     /// Also reads `PGPASSWORD`, `PGPASSFILE`, `PGDATABASE` (maintenance db, default
-    /// "postgres"), `PGSSLMODE` (default prefer) and `PGCONNECT_TIMEOUT`. Empty variables count
-    /// as unset. Fails with [`Error::Usage`] on unparsable values, multi-host lists, and
-    /// sslmodes that need TLS (this build has none).
+    /// "postgres"), `PGSSLMODE` (default prefer), `PGSSLROOTCERT`/`PGSSLCERT`/`PGSSLKEY`
+    /// (defaults under `home`/.postgresql; see [`crate::tls`]) and `PGCONNECT_TIMEOUT`. Empty
+    /// variables count as unset. Fails with [`Error::Usage`] on unparsable values and
+    /// multi-host lists. Unusable TLS files (e.g. sslmode=verify-ca without a root
+    /// certificate) are reported by [`ConnParams::connect`], only when TLS is used.
     pub fn resolve_with(
         opts: &ConnectOptions,
         env: &dyn Fn(&str) -> Option<String>,
@@ -182,15 +203,24 @@ impl ConnParams {
             Some(s) => SslMode::parse(&s)
                 .ok_or_else(|| Error::Usage(format!("invalid sslmode in PGSSLMODE: \"{s}\"")))?,
         };
-        if matches!(
-            sslmode,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        ) {
-            return Err(Error::Usage(format!(
-                "sslmode={} needs TLS, which this build of dbbackup does not support yet",
-                sslmode.as_str()
-            )));
-        }
+        let ssl_env: Vec<(String, String)> = ["PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"]
+            .into_iter()
+            .filter_map(|k| Some((k.to_string(), env(k)?)))
+            .collect();
+        let tls = (sslmode != SslMode::Disable).then(|| {
+            let files = TlsFiles::resolve(
+                env("PGSSLROOTCERT"),
+                env("PGSSLCERT"),
+                env("PGSSLKEY"),
+                home,
+            );
+            crate::tls::connector(sslmode, &files).map(|(connector, verify)| TlsSetup {
+                connector,
+                verified_by: (verify != Verify::Nothing)
+                    .then(|| files.root_cert.clone())
+                    .flatten(),
+            })
+        });
 
         let connect_timeout = match env("PGCONNECT_TIMEOUT") {
             None => None,
@@ -223,6 +253,8 @@ impl ConnParams {
             password,
             pgpass,
             sslmode,
+            ssl_env,
+            tls,
             connect_timeout,
             maintenance_db: env("PGDATABASE").unwrap_or_else(|| "postgres".into()),
             application_name: "dbbackup".into(),
@@ -263,7 +295,16 @@ impl ConnParams {
         )
     }
 
-    /// tokio-postgres settings for a connection to `dbname` (for use with `NoTls`).
+    /// True when connections use a Unix socket (never TLS, as in libpq).
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    /// tokio-postgres settings for a connection to `dbname`. The sslmode maps to
+    /// tokio-postgres's: disable (and any Unix socket) → Disable; allow, prefer → Prefer
+    /// (tokio-postgres has no "allow", which libpq tries plain text first for; TLS first is
+    /// close enough); require, verify-ca, verify-full → Require. Use it with
+    /// [`ConnParams::connect`]'s TLS connector, or `NoTls` when the mode is Disable.
     pub fn pg_config(&self, dbname: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         if self.host.starts_with('/') {
@@ -275,10 +316,13 @@ impl ConnParams {
             .user(&self.user)
             .dbname(dbname)
             .application_name(&self.application_name)
-            // With NoTls, Prefer falls back to plain text at once; resolve() rejected the rest.
             .ssl_mode(match self.sslmode {
-                SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
-                _ => tokio_postgres::config::SslMode::Prefer,
+                _ if self.is_unix_socket() => tokio_postgres::config::SslMode::Disable,
+                SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+                SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                    tokio_postgres::config::SslMode::Require
+                }
             });
         if let Some(p) = self.password_for(dbname) {
             c.password(p);
@@ -290,8 +334,9 @@ impl ConnParams {
     }
 
     /// Environment for a child program working on `dbname`: `PGHOST`, `PGPORT`, `PGUSER`,
-    /// `PGDATABASE`, `PGSSLMODE`, `PGAPPNAME`, plus `PGPASSWORD` only when we know a password
-    /// and `PGCONNECT_TIMEOUT` only when one is set. Callers add these with `Command::envs`;
+    /// `PGDATABASE`, `PGSSLMODE`, `PGAPPNAME`, plus `PGPASSWORD` only when we know a password,
+    /// `PGCONNECT_TIMEOUT` only when one is set and `PGSSLROOTCERT`/`PGSSLCERT`/`PGSSLKEY` only
+    /// when they were set (libpq applies the same ~/.postgresql defaults). Callers add these with `Command::envs`;
     /// the password thus never appears on a command line.
     pub fn child_env(&self, dbname: &str) -> Vec<(String, String)> {
         let mut v = vec![
@@ -308,24 +353,19 @@ impl ConnParams {
         if let Some(t) = self.connect_timeout {
             v.push(("PGCONNECT_TIMEOUT".to_string(), t.as_secs().to_string()));
         }
+        v.extend(self.ssl_env.iter().cloned());
         v
     }
 
-    /// Opens a connection to `dbname` (no TLS), spawns its driver on the current tokio
-    /// runtime and pins the session settings a dump/restore relies on (ISO dates, exact
-    /// floats, no timeouts, no silent row-level-security filtering). Must be called inside a
-    /// tokio runtime. Fails with [`Error::Connect`] naming [`ConnParams::describe`].
+    /// Opens a connection to `dbname` (TLS as the sslmode says, see [`crate::tls`]), spawns
+    /// its driver on the current tokio runtime and pins the session settings a dump/restore
+    /// relies on (ISO dates, exact floats, no timeouts, no silent row-level-security
+    /// filtering). Must be called inside a tokio runtime. Fails with [`Error::Connect`] naming
+    /// [`ConnParams::describe`] (plus the sslmode when TLS failed), or [`Error::Usage`] when
+    /// the TLS files are unusable.
     pub async fn connect(&self, dbname: &str) -> Result<Session> {
-        let err = |source| Error::Connect {
-            target: self.describe(dbname),
-            source,
-        };
-        let (client, connection) = self
-            .pg_config(dbname)
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(err)?;
-        let driver = tokio::spawn(connection);
+        let err = |source| self.connect_error(dbname, source);
+        let (client, driver) = self.open(dbname).await?;
         // One round trip; the SELECT's text result is the backend pid.
         let msgs = client
             .simple_query(
@@ -352,15 +392,99 @@ impl ConnParams {
     }
 }
 
+impl ConnParams {
+    /// Connects (TLS or not) and spawns the connection's driver.
+    async fn open(&self, dbname: &str) -> Result<(tokio_postgres::Client, Driver)> {
+        let config = self.pg_config(dbname);
+        let tls = match &self.tls {
+            Some(tls) if !self.is_unix_socket() => tls.as_ref().map_err(|msg| {
+                Error::Usage(format!(
+                    "cannot connect to {} with sslmode={}: {msg}",
+                    self.describe(dbname),
+                    self.sslmode.as_str()
+                ))
+            })?,
+            _ => {
+                let (client, connection) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| self.connect_error(dbname, e))?;
+                return Ok((client, tokio::spawn(connection)));
+            }
+        };
+        match config.connect(tls.connector.clone()).await {
+            Ok((client, connection)) => Ok((client, tokio::spawn(connection))),
+            // libpq: with allow/prefer a failed TLS handshake is retried in plain text.
+            Err(e)
+                if is_tls_error(&e) && matches!(self.sslmode, SslMode::Allow | SslMode::Prefer) =>
+            {
+                let mut plain = config;
+                plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                let (client, connection) = plain
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| self.connect_error(dbname, e))?;
+                Ok((client, tokio::spawn(connection)))
+            }
+            Err(e) => Err(self.connect_error(dbname, e)),
+        }
+    }
+
+    /// [`Error::Connect`] for `dbname`; a TLS failure also names the sslmode.
+    fn connect_error(&self, dbname: &str, source: tokio_postgres::Error) -> Error {
+        let mut target = self.describe(dbname);
+        if is_tls_error(&source) {
+            target.push_str(&format!(" with sslmode={}", self.sslmode.as_str()));
+            if let Some(Ok(TlsSetup {
+                verified_by: Some(root),
+                ..
+            })) = &self.tls
+            {
+                target.push_str(&format!(
+                    " and root certificate file \"{}\"",
+                    root.display()
+                ));
+            }
+        }
+        Error::Connect { target, source }
+    }
+}
+
+/// A usable TLS configuration.
+#[derive(Clone)]
+struct TlsSetup {
+    connector: MakeRustlsConnect,
+    /// The root certificate file the server's certificate is verified against, if it is.
+    verified_by: Option<PathBuf>,
+}
+
+/// tokio-postgres's TLS failures (handshake, verification, "server does not support TLS")
+/// have no public kind; their message is fixed.
+fn is_tls_error(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none() && e.to_string() == "error performing TLS handshake"
+}
+
+/// Cancels the statement running in `token`'s session, over TLS if that session required it
+/// (a `NoTls` cancel fails for sslmode require/verify-*). The cancel request carries only the
+/// backend's pid and cancel key, so the server's certificate is not verified.
+pub async fn cancel_query(
+    token: &tokio_postgres::CancelToken,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    token.cancel_query(crate::tls::cancel_connector()).await
+}
+
+type Driver = tokio::task::JoinHandle<std::result::Result<(), tokio_postgres::Error>>;
+
 /// A connected client plus its cancel token and the driver task of its connection.
 /// Dropping it closes the connection (the driver then ends by itself).
 pub struct Session {
     pub client: tokio_postgres::Client,
-    /// Cancels the running statement from elsewhere (use with `NoTls`).
+    /// Cancels the running statement from elsewhere; use [`cancel_query`] (a `NoTls` cancel
+    /// fails for sessions with sslmode require/verify-*).
     pub cancel: tokio_postgres::CancelToken,
     /// `pg_backend_pid()` of this session (0 if the server did not say).
     pub backend_pid: i32,
-    driver: tokio::task::JoinHandle<std::result::Result<(), tokio_postgres::Error>>,
+    driver: Driver,
 }
 
 impl Session {
@@ -580,7 +704,7 @@ mod tests {
     }
 
     #[test]
-    fn sslmode_parsing_and_tls_refusal() {
+    fn sslmode_parsing_and_mapping() {
         for m in [
             "disable",
             "allow",
@@ -590,33 +714,59 @@ mod tests {
             "verify-full",
         ] {
             assert_eq!(SslMode::parse(m).unwrap().as_str(), m);
+            // Every mode resolves; TLS file problems surface when a TCP connection needs TLS.
+            let p = resolve(&ConnectOptions::default(), &[("PGSSLMODE", m)]).unwrap();
+            assert_eq!(p.sslmode.as_str(), m);
         }
         assert_eq!(SslMode::parse("Prefer"), None);
-
-        for ok in ["disable", "allow", "prefer"] {
-            let p = resolve(&ConnectOptions::default(), &[("PGSSLMODE", ok)]).unwrap();
-            assert_eq!(p.sslmode.as_str(), ok);
-        }
-        for tls in ["require", "verify-ca", "verify-full"] {
-            match resolve(&ConnectOptions::default(), &[("PGSSLMODE", tls)]) {
-                Err(Error::Usage(m)) => {
-                    assert!(
-                        m.contains(&format!("sslmode={tls}")) && m.contains("TLS"),
-                        "{m}"
-                    )
-                }
-                other => panic!("{tls}: {other:?}"),
-            }
-        }
         assert!(matches!(
             resolve(&ConnectOptions::default(), &[("PGSSLMODE", "bogus")]),
             Err(Error::Usage(_))
         ));
 
         use tokio_postgres::config::SslMode as Tp;
-        let tp = |m| resolve(&ConnectOptions::default(), &[("PGSSLMODE", m)]).unwrap();
-        assert_eq!(tp("allow").pg_config("d").get_ssl_mode(), Tp::Disable);
-        assert_eq!(tp("prefer").pg_config("d").get_ssl_mode(), Tp::Prefer);
+        let tcp = |m| resolve(&flags("db", 5432, "u"), &[("PGSSLMODE", m)]).unwrap();
+        let expected = [
+            ("disable", Tp::Disable),
+            ("allow", Tp::Prefer),
+            ("prefer", Tp::Prefer),
+            ("require", Tp::Require),
+            ("verify-ca", Tp::Require),
+            ("verify-full", Tp::Require),
+        ];
+        for (m, tp) in expected {
+            assert_eq!(tcp(m).pg_config("d").get_ssl_mode(), tp, "{m}");
+            assert_eq!(tcp(m).tls.is_some(), m != "disable", "{m}");
+        }
+        // Unix sockets never use TLS.
+        let sock = resolve(&flags("/sock", 5432, "u"), &[("PGSSLMODE", "verify-full")]).unwrap();
+        assert_eq!(sock.pg_config("d").get_ssl_mode(), Tp::Disable);
+    }
+
+    #[tokio::test]
+    async fn verify_modes_without_root_cert_fail_clearly_before_connecting() {
+        let dir = tempfile::tempdir().unwrap();
+        for m in ["verify-ca", "verify-full"] {
+            // Port 1 on a TEST-NET address: the check must come before any network traffic.
+            let p = ConnParams::resolve_with(
+                &flags("192.0.2.1", 1, "u"),
+                &env_of(&[("PGSSLMODE", m)]),
+                Some(dir.path()),
+            )
+            .unwrap();
+            match p.connect("d").await {
+                Err(Error::Usage(msg)) => {
+                    assert!(msg.contains(&format!("sslmode={m}")), "{msg}");
+                    assert!(msg.contains("192.0.2.1:1"), "{msg}");
+                    assert!(
+                        msg.contains(".postgresql/root.crt\" does not exist"),
+                        "{msg}"
+                    );
+                }
+                Err(e) => panic!("{m}: {e}"),
+                Ok(_) => panic!("{m}: connected"),
+            }
+        }
     }
 
     #[test]
@@ -726,6 +876,19 @@ mod tests {
         assert_eq!(get(&env, "PGAPPNAME").as_deref(), Some("dbbackup"));
         assert_eq!(get(&env, "PGCONNECT_TIMEOUT").as_deref(), Some("7"));
         assert_eq!(get(&env, "PGPASSWORD"), None);
+        assert_eq!(get(&env, "PGSSLROOTCERT"), None);
+
+        let tls_env = [
+            ("PGSSLROOTCERT", "/ca.crt"),
+            ("PGSSLCERT", "/me.crt"),
+            ("PGSSLKEY", "/me.key"),
+        ];
+        let env = resolve(&flags("h", 1, "u"), &tls_env)
+            .unwrap()
+            .child_env("x");
+        for (k, v) in tls_env {
+            assert_eq!(get(&env, k).as_deref(), Some(v), "{k}");
+        }
 
         let p = with_pgpass("/sock", 5433, "u", "*:*:sales:*:s3cret\n");
         assert_eq!(

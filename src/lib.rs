@@ -26,6 +26,7 @@ pub mod restore;
 pub mod resume;
 pub mod sink;
 pub mod strategy;
+pub mod tls;
 pub mod verify;
 
 pub use error::{Error, Result};

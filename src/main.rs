@@ -15,6 +15,7 @@ use dbbackup::conn::ConnParams;
 use dbbackup::Error;
 
 fn main() -> ExitCode {
+    bounded_heap();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -52,6 +53,19 @@ fn main() -> ExitCode {
                 _ => ExitCode::from(1),
             }
         }
+    }
+}
+
+/// Keeps peak memory independent of how much data streams through. glibc raises its mmap
+/// threshold each time a large block is freed, after which multi-hundred-KiB buffers (batches,
+/// compressor and file buffers) come from the heap and fragment it: peak RSS then creeps up
+/// with the volume dumped (measured: 17.4 MiB for a 770 MB table vs 12.6 MiB for 38 MB). A
+/// fixed threshold hands such buffers back to the kernel when freed (15.0 vs 12.7 MiB).
+fn bounded_heap() {
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
     }
 }
 
