@@ -103,11 +103,8 @@ impl Sessions {
     pub async fn cancel_all(&self) {
         let tokens: Vec<_> = std::mem::take(&mut *self.0.lock().unwrap());
         for t in tokens {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                t.cancel_query(tokio_postgres::NoTls),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), crate::conn::cancel_query(&t)).await;
         }
     }
 }

@@ -336,8 +336,8 @@ impl ConnParams {
     /// Environment for a child program working on `dbname`: `PGHOST`, `PGPORT`, `PGUSER`,
     /// `PGDATABASE`, `PGSSLMODE`, `PGAPPNAME`, plus `PGPASSWORD` only when we know a password,
     /// `PGCONNECT_TIMEOUT` only when one is set and `PGSSLROOTCERT`/`PGSSLCERT`/`PGSSLKEY` only
-    /// when they were set (libpq applies the same ~/.postgresql defaults). Callers add these with `Command::envs`;
-    /// the password thus never appears on a command line.
+    /// when they were set (libpq applies the same ~/.postgresql defaults). Callers add these
+    /// with `Command::envs`; the password thus never appears on a command line.
     pub fn child_env(&self, dbname: &str) -> Vec<(String, String)> {
         let mut v = vec![
             ("PGHOST".to_string(), self.host.clone()),

@@ -230,6 +230,10 @@ async fn require_and_prefer_use_tls_without_verification() {
         e.contains(&format!("root certificate file \"{}\"", root.display())),
         "{e}"
     );
+    // prefer retries in plain text when the handshake fails (libpq), which pg_hba refuses here.
+    let p = params("127.0.0.1", &[("PGSSLMODE", "prefer")], Some(home.path()));
+    let e = connect_ssl(&p).await.unwrap_err().to_string();
+    assert!(e.contains("no encryption"), "{e}");
 }
 
 #[tokio::test]
