@@ -534,7 +534,9 @@ fn spawn_chunk_reader(root: PathBuf, chunk: Chunk) -> mpsc::Receiver<Result<Opti
         let run = || -> Result<()> {
             let mut reader = ChunkReader::open(&root, &chunk)?;
             loop {
-                let mut buf = vec![0u8; 256 * 1024];
+                // Below the allocator's mmap threshold (see main.rs): these buffers are
+                // allocated per read and must be recycled by the heap, not mapped each time.
+                let mut buf = vec![0u8; 64 * 1024];
                 let n = match reader.read(&mut buf) {
                     Ok(n) => n,
                     // A checksum mismatch explains a decompression error better than the
