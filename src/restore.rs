@@ -92,8 +92,26 @@ pub async fn restore_database(
                 .unwrap_or_default()
         )));
     }
+    // The maintenance database cannot be dropped and recreated over the connection that would
+    // do it (a cluster restore meets "postgres" this way). Like pg_dumpall, restore into it as
+    // it stands: empty, or cleaned object by object with --clean; its properties still apply.
+    let reuse = opts.create && opts.target == conn.maintenance_db;
+    let owned;
+    let opts = if reuse {
+        owned = RestoreOptions {
+            create: false,
+            ..opts.clone()
+        };
+        &owned
+    } else {
+        opts
+    };
     if manifest.strategy.kind != StrategyKind::Native {
-        return crate::pgstream::restore_stream(conn, opts, &manifest, progress, cancel).await;
+        let s = crate::pgstream::restore_stream(conn, opts, &manifest, progress, cancel).await?;
+        if reuse {
+            apply_database_properties(conn, &opts.target, &manifest.database).await?;
+        }
+        return Ok(s);
     }
     let mut summary = RestoreSummary::default();
     if !manifest.consistent {
@@ -154,7 +172,7 @@ pub async fn restore_database(
         .await
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
     phase(&mut summary, "analyze");
-    if opts.create {
+    if opts.create || reuse {
         apply_database_properties(conn, &opts.target, &manifest.database).await?;
     }
     summary.tables = manifest.tables.len() as u64;
