@@ -607,3 +607,80 @@ fn resume_refuses_when_tables_changed_since_the_first_run() {
         assert!(stderr.contains(what), "{what:?} not in: {stderr}");
     }
 }
+
+#[test]
+fn ctrl_c_stops_a_native_backup_cleanly_and_leaves_nothing_running() {
+    let c = cluster();
+    let db = gated_db("faults_sigint");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    let backup = spawn_backup(&db, &out, &[]);
+    let pid = backup.id();
+    let gate = close_gate(&db);
+    wait_for_blocked_copy(&db);
+    // The schema's pg_dump usually finished before the gate closed; if one still runs, it
+    // must not survive the interrupt.
+    let children = children_named(pid, "pg_dump");
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = finish(backup);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(manifest(&out)["status"], "failed");
+    // The pg_dump child is gone with its whole process group.
+    for child in &children {
+        assert!(
+            !Path::new(&format!("/proc/{child}")).exists()
+                || std::fs::read_to_string(format!("/proc/{child}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "pg_dump {child} survived"
+        );
+    }
+    // Our backends were cancelled and closed, including the one waiting for a lock: checked
+    // while the gate is still closed, so nothing but the cancel could have freed it.
+    c.wait_for(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = {}
+             AND application_name IN ('dbbackup', 'pg_dump')",
+            support::quote_literal(&db)
+        ),
+        "0",
+        10,
+    );
+    gate.open();
+}
+
+/// Pids of the live children of `parent` whose command name is `name`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces, so split at the last ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let comm = head.split_once('(').map(|x| x.1).unwrap_or("");
+            let ppid = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            comm == name && ppid == Some(parent)
+        })
+        .collect()
+}
