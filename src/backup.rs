@@ -640,7 +640,16 @@ impl WorkerCtx {
                 quote_literal(&self.snapshot)
             ))
             .await
-            .map_err(|e| Error::query(format!("importing snapshot {}", self.snapshot), e))?;
+            .map_err(|e| {
+                // 22023: the exporting transaction is gone (its connection died, the server
+                // restarted): nothing more can be read in this snapshot.
+                let hint = if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) {
+                    " (the snapshot's transaction is gone; continue with --resume --allow-inconsistent)"
+                } else {
+                    ""
+                };
+                Error::query(format!("importing snapshot {}{hint}", self.snapshot), e)
+            })?;
         Ok(session)
     }
 

@@ -73,6 +73,10 @@ fn a_server_restart_fails_the_backup_cleanly_and_resume_completes_it() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("dbbackup: error:"), "{stderr}");
+    assert!(
+        stderr.contains("--resume --allow-inconsistent"),
+        "says how to go on: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let m = manifest(&out);
     assert_eq!(m["status"], "failed");
