@@ -24,8 +24,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::future::Future;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,7 +40,7 @@ use crate::child::Child;
 use crate::chunk::{create_private_dir, ChunkReader, ChunkWriter};
 use crate::conn::ConnParams;
 use crate::error::{Error, Result};
-use crate::manifest::{now_rfc3339, sync_dir, Chunk, Manifest, Status, MANIFEST_FILE};
+use crate::manifest::{now_rfc3339, Chunk, Manifest, Status, MANIFEST_FILE};
 use crate::progress::{Progress, Silent};
 use crate::restore::{restore_database, RestoreOptions};
 use crate::strategy::{FormatChoice, StrategyOptions};
@@ -170,24 +169,9 @@ pub struct DatabaseEntry {
 impl ClusterManifest {
     /// Reads and validates `DIR/manifest.json` of a cluster backup.
     pub fn load(dir: &Path) -> Result<ClusterManifest> {
-        let path = dir.join(MANIFEST_FILE);
-        let text = fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-        let v: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::manifest(&path, format!("not valid JSON: {e}")))?;
+        let (path, v) = crate::manifest::read_versioned(dir, CLUSTER_FORMAT_VERSION, "cluster ")?;
         if v.get("kind").and_then(|k| k.as_str()) != Some(CLUSTER_KIND) {
             return Err(Error::manifest(&path, "not a cluster backup manifest"));
-        }
-        let version = v
-            .get("format_version")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| Error::manifest(&path, "no format_version"))?;
-        if version > u64::from(CLUSTER_FORMAT_VERSION) {
-            return Err(Error::manifest(
-                &path,
-                format!(
-                    "cluster format_version {version} was written by a newer dbbackup; this build reads up to {CLUSTER_FORMAT_VERSION}"
-                ),
-            ));
         }
         let m: ClusterManifest = serde_json::from_value(v)
             .map_err(|e| Error::manifest(&path, format!("malformed: {e}")))?;
@@ -217,7 +201,7 @@ impl ClusterManifest {
     /// Atomically replaces `DIR/manifest.json` (temp file, fsync, rename, fsync of the directory).
     pub fn store(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("cluster manifest serializes");
-        store_json(dir, &json)
+        crate::manifest::store_atomically(dir, &json)
     }
 
     fn recompute_status(&mut self) {
@@ -246,25 +230,6 @@ impl ClusterManifest {
             self.error = Some(parts.join("; "));
         }
     }
-}
-
-fn store_json(dir: &Path, json: &[u8]) -> Result<()> {
-    let path = dir.join(MANIFEST_FILE);
-    let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(json)
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
-    sync_dir(dir)
 }
 
 /// True when `DIR/manifest.json` is a cluster manifest (`kind: "cluster"`). Anything else,
@@ -624,7 +589,10 @@ fn mark_failed(out: &Path, dbname: &str, reason: &str) {
             let _ = m.store(out);
         }
         Err(_) => {
-            let _ = store_json(out, &serde_json::to_vec_pretty(&v).expect("serializes"));
+            let _ = crate::manifest::store_atomically(
+                out,
+                &serde_json::to_vec_pretty(&v).expect("serializes"),
+            );
         }
     }
 }

@@ -295,28 +295,8 @@ impl Manifest {
 
     /// Reads and validates `DIR/manifest.json`.
     pub fn load(dir: &Path) -> Result<Manifest> {
-        let path = dir.join(MANIFEST_FILE);
-        let text = fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::manifest(&path, "not found: is this a dbbackup backup directory?")
-            }
-            _ => Error::io("reading", &path, e),
-        })?;
-        let probe: serde_json::Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::manifest(&path, format!("not valid JSON: {e}")))?;
-        let version = probe
-            .get("format_version")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| Error::manifest(&path, "not a dbbackup manifest (no format_version)"))?;
-        if version > u64::from(FORMAT_VERSION) {
-            return Err(Error::manifest(
-                &path,
-                format!(
-                    "format_version {version} was written by a newer dbbackup; this build reads up to {FORMAT_VERSION}"
-                ),
-            ));
-        }
-        let manifest: Manifest = serde_json::from_value(probe)
+        let (path, value) = read_versioned(dir, FORMAT_VERSION, "")?;
+        let manifest: Manifest = serde_json::from_value(value)
             .map_err(|e| Error::manifest(&path, format!("malformed: {e}")))?;
         for c in manifest.all_chunks() {
             check_relative(&c.file).map_err(|msg| Error::manifest(&path, msg))?;
@@ -326,24 +306,64 @@ impl Manifest {
 
     /// Atomically replaces `DIR/manifest.json`: write a temp file, fsync, rename, fsync the directory.
     pub fn store(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(MANIFEST_FILE);
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        let json = serde_json::to_vec_pretty(self).expect("manifest serializes");
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io("creating", &tmp, e))?;
-        f.write_all(&json)
-            .and_then(|_| f.write_all(b"\n"))
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io("writing", &tmp, e))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
-        sync_dir(dir)
+        store_atomically(
+            dir,
+            &serde_json::to_vec_pretty(self).expect("manifest serializes"),
+        )
     }
+}
+
+/// Reads `DIR/manifest.json` as JSON and checks its `format_version` against the newest this
+/// build reads (`label` names the kind in messages, e.g. "cluster "). Returns the path too, for
+/// the caller's own messages.
+pub fn read_versioned(
+    dir: &Path,
+    newest: u32,
+    label: &str,
+) -> Result<(PathBuf, serde_json::Value)> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::manifest(&path, "not found: is this a dbbackup backup directory?")
+        }
+        _ => Error::io("reading", &path, e),
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::manifest(&path, format!("not valid JSON: {e}")))?;
+    let version = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| Error::manifest(&path, "not a dbbackup manifest (no format_version)"))?;
+    if version > u64::from(newest) {
+        return Err(Error::manifest(
+            &path,
+            format!(
+                "{label}format_version {version} was written by a newer dbbackup; this build reads up to {newest}"
+            ),
+        ));
+    }
+    Ok((path, value))
+}
+
+/// Atomically replaces `DIR/manifest.json` with `json`: temp file, fsync, rename, fsync of the
+/// directory. At every instant the file on disk is either the old or the new manifest.
+pub fn store_atomically(dir: &Path, json: &[u8]) -> Result<()> {
+    let path = dir.join(MANIFEST_FILE);
+    let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io("creating", &tmp, e))?;
+    f.write_all(json)
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
+    sync_dir(dir)
 }
 
 /// fsync a directory so that renames and creations inside it survive a crash.
