@@ -135,6 +135,24 @@ pub async fn backup_database(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) -> Result<Manifest> {
+    let strategy = Strategy {
+        kind: StrategyKind::Native,
+        reason: "native requested".into(),
+    };
+    backup_native(conn, dbname, opts, strategy, progress, cancel).await
+}
+
+/// [`backup_database`] recording `strategy` (the decision that chose native, with its reason)
+/// in the manifest. The coordinator's probe is the only probe: its findings are printed and
+/// recorded too.
+pub async fn backup_native(
+    conn: &ConnParams,
+    dbname: &str,
+    opts: &BackupOptions,
+    strategy: Strategy,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<Manifest> {
     if opts.resume {
         if !opts.out.join(crate::manifest::MANIFEST_FILE).exists() {
             return Err(Error::Refused(format!(
@@ -154,6 +172,7 @@ pub async fn backup_database(
         conn,
         dbname,
         opts,
+        strategy,
         progress,
         &cancel,
         &sessions,
@@ -203,6 +222,7 @@ async fn backup_locked(
     conn: &ConnParams,
     dbname: &str,
     opts: &BackupOptions,
+    strategy: Strategy,
     progress: Arc<dyn Progress>,
     cancel: &CancellationToken,
     sessions: &Sessions,
@@ -259,13 +279,21 @@ async fn backup_locked(
     })
     .await?;
     let found = cancellable(cancel, sessions, probe(client, dbname, opts.lock_timeout)).await?;
-    if pg_dump_num / 10000 < found.server_version_num / 10000 {
-        return Err(Error::Refused(format!(
-            "pg_dump {pg_dump_version} is older than the server ({}); install a pg_dump of version {} or newer",
-            found.server_version,
-            found.server_version_num / 10000
-        )));
-    }
+    crate::strategy::check_pg_dump_version(
+        pg_dump_num,
+        &pg_dump_version,
+        found.server_version_num,
+        &found.server_version,
+    )?;
+    let findings = crate::strategy::ProbeResult {
+        probe: found,
+        pg_dump_version: pg_dump_version.clone(),
+        pg_dump_version_num: pg_dump_num,
+    };
+    progress.note(&findings.summary_line(dbname));
+    progress.note(&format!("strategy: native ({})", strategy.reason));
+    let probe_json = findings.to_json();
+    let found = findings.probe;
     let snapshot: String = match &opts.snapshot {
         Some(id) => id.clone(),
         None => {
@@ -304,7 +332,11 @@ async fn backup_locked(
         }
         None => {
             let sequences = cancellable(cancel, sessions, read_sequences(client, &found)).await?;
-            initial_manifest(&found, dbname, &snapshot, opts, &pg_dump_version, sequences)
+            let mut m =
+                initial_manifest(&found, dbname, &snapshot, opts, &pg_dump_version, sequences);
+            m.strategy = strategy;
+            m.probe = probe_json;
+            m
         }
     };
     manifest.store(&opts.out)?;

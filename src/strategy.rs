@@ -227,6 +227,19 @@ pub async fn backup_with_strategy(
         }
         return backup_database(conn, dbname, opts, progress, cancel).await;
     }
+    // Native chosen without looking at sizes (asked for, or --parallel-tables N > 1): the
+    // engine's own probe, inside its snapshot, is the only one.
+    let without_probe = match strategy_opts.format {
+        FormatChoice::Native => true,
+        FormatChoice::Auto => strategy_opts
+            .parallel_tables_explicit
+            .is_some_and(|n| n > 1),
+        FormatChoice::Plain | FormatChoice::Custom => false,
+    };
+    if without_probe {
+        let strategy = decide(strategy_opts, 0);
+        return crate::backup::backup_native(conn, dbname, opts, strategy, progress, cancel).await;
+    }
     // Cancellable like the backup itself: a timeout or Ctrl-C during a probe that waits for a
     // lock cancels its statement on the server.
     let sessions = crate::backup::Sessions::default();
@@ -245,24 +258,9 @@ pub async fn backup_with_strategy(
     ));
     let probe_json = found.to_json();
     match strategy.kind {
+        // (Not reached today: decide() picks native only in the cases handled above.)
         StrategyKind::Native => {
-            let result = backup_database(conn, dbname, opts, progress, cancel).await;
-            // The native engine records "native requested"; put the real decision in.
-            let mut m = match result {
-                Ok(m) => m,
-                Err(e) => {
-                    if let Ok(mut m) = Manifest::load(&opts.out) {
-                        m.strategy = strategy;
-                        m.probe = probe_json;
-                        let _ = m.store(&opts.out);
-                    }
-                    return Err(e);
-                }
-            };
-            m.strategy = strategy;
-            m.probe = probe_json;
-            m.store(&opts.out)?;
-            Ok(m)
+            crate::backup::backup_native(conn, dbname, opts, strategy, progress, cancel).await
         }
         StrategyKind::Plain | StrategyKind::Custom => {
             crate::pgstream::backup_stream(
