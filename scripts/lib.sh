@@ -15,6 +15,7 @@
 #   ensure_postgres           PostgreSQL server binaries present, bindir on PATH
 #   ensure_cargo              cargo on PATH (sources ~/.cargo/env if needed)
 #   ensure_time / ensure_zstd GNU time / zstd CLI present
+#   ensure_openssl            openssl CLI present (TLS tests make certificates)
 #   pg_bindir                 highest /usr/lib/postgresql/*/bin (or $PG_BINDIR)
 #   as_pg CMD...              run CMD as the `postgres` OS user when root
 #   free_port                 an unused TCP port on 127.0.0.1
@@ -116,6 +117,12 @@ ensure_time() {
 ensure_zstd() {
 	command -v zstd >/dev/null 2>&1 || apt_install zstd
 	command -v zstd >/dev/null 2>&1 || die "zstd still missing"
+}
+
+# ensure_openssl : the openssl CLI, which the TLS tests use to make certificates.
+ensure_openssl() {
+	command -v openssl >/dev/null 2>&1 || apt_install openssl
+	command -v openssl >/dev/null 2>&1 || die "openssl still missing"
 }
 
 # as_pg CMD... : run CMD as the `postgres` OS user when we are root (initdb

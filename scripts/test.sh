@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(repo_root)"
 ensure_cargo
 ensure_postgres
+ensure_openssl
 export PG_BINDIR="${PG_BINDIR:-$(pg_bindir)}"
 
 log "cargo test --all-targets $* (PostgreSQL binaries from $PG_BINDIR)"
