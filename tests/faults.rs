@@ -194,6 +194,25 @@ fn a_terminated_worker_backend_is_retried_in_the_same_snapshot() {
     restore_and_compare(&db, &out);
 }
 
+/// `backup single --resume` of the gated database with the killed test's options.
+fn resume(db: &str, out: &Path, chunk_size: &str, extra: &[&str]) -> Command {
+    let mut cmd = dbbackup();
+    cmd.args([
+        "backup",
+        "single",
+        "--format",
+        "native",
+        db,
+        "--chunk-size",
+        chunk_size,
+    ])
+    .args(["--split-tables-larger-than", "4MiB", "--resume"])
+    .args(extra)
+    .arg("--out")
+    .arg(out);
+    cmd
+}
+
 #[test]
 fn a_killed_backup_resumes_redoing_only_missing_and_corrupted_units() {
     let db = gated_db("faults_resume");
@@ -249,63 +268,13 @@ fn a_killed_backup_resumes_redoing_only_missing_and_corrupted_units() {
     std::fs::write(&path, bytes).unwrap();
 
     // Without --allow-inconsistent, resume refuses and says why.
-    let o = run_fail(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--chunk-size",
-                "1MiB",
-                "--split-tables-larger-than",
-                "4MiB",
-                "--resume",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    let o = run_fail(&mut resume(&db, &out, "1MiB", &[]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--allow-inconsistent"));
     // With different options, it refuses too.
-    let o = run_fail(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--chunk-size",
-                "2MiB",
-                "--split-tables-larger-than",
-                "4MiB",
-                "--resume",
-                "--allow-inconsistent",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    let o = run_fail(&mut resume(&db, &out, "2MiB", &["--allow-inconsistent"]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--chunk-size"));
 
-    let o = run_ok(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--chunk-size",
-                "1MiB",
-                "--split-tables-larger-than",
-                "4MiB",
-                "--resume",
-                "--allow-inconsistent",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    let o = run_ok(&mut resume(&db, &out, "1MiB", &["--allow-inconsistent"]));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("redoing"), "{stderr}");
     let after = manifest(&out);
@@ -331,24 +300,7 @@ fn a_killed_backup_resumes_redoing_only_missing_and_corrupted_units() {
     restore_and_compare(&db, &out);
 
     // Resuming a complete backup does nothing, and says so.
-    let o = run_ok(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--chunk-size",
-                "1MiB",
-                "--split-tables-larger-than",
-                "4MiB",
-                "--resume",
-                "--allow-inconsistent",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    let o = run_ok(&mut resume(&db, &out, "1MiB", &["--allow-inconsistent"]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("already complete"));
     assert_eq!(manifest(&out)["finished_at"], after["finished_at"]);
 }
