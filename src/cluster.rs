@@ -820,7 +820,7 @@ pub async fn backup_cluster(
     let mut globals_done = false;
     if let Some(prev) = &previous {
         // Resume: what completed stays, whole; the rest runs again.
-        if prev.globals.status == Status::Complete {
+        if prev.globals.status == Status::Complete && prev.globals.file.is_some() {
             manifest.globals = prev.globals.clone();
             globals_done = true;
         }
