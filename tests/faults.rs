@@ -313,22 +313,12 @@ fn two_backups_cannot_write_the_same_directory() {
     let backup = spawn_backup(&db, &out, &[]);
     let gate = close_gate(&db);
     wait_for_blocked_copy(&db);
-    let o = run_fail(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--chunk-size",
-                "1MiB",
-                "--resume",
-                "--allow-inconsistent",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    let o = run_fail(support::backup_native(&db, &out).args([
+        "--chunk-size",
+        "1MiB",
+        "--resume",
+        "--allow-inconsistent",
+    ]));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("in use by another dbbackup"), "{stderr}");
     gate.open();
@@ -407,23 +397,13 @@ fn a_full_disk_fails_clearly_and_resume_finishes_once_space_is_freed() {
     c.load_fixture(&db, "big_table.sql");
     let fs = Tmpfs::mount("3M");
     let out = fs.0.join("b");
-    let o = run_fail(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--quiet",
-                "--parallel-tables",
-                "1",
-                "--chunk-size",
-                "1MiB",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    let o = run_fail(support::backup_native(&db, &out).args([
+        "--quiet",
+        "--parallel-tables",
+        "1",
+        "--chunk-size",
+        "1MiB",
+    ]));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("disk full while writing"), "{stderr}");
     assert!(
@@ -433,25 +413,15 @@ fn a_full_disk_fails_clearly_and_resume_finishes_once_space_is_freed() {
     let m = manifest(&out);
     assert_ne!(m["status"], "complete");
     fs.resize("200M");
-    run_ok(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--quiet",
-                "--parallel-tables",
-                "1",
-                "--chunk-size",
-                "1MiB",
-                "--resume",
-                "--allow-inconsistent",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    run_ok(support::backup_native(&db, &out).args([
+        "--quiet",
+        "--parallel-tables",
+        "1",
+        "--chunk-size",
+        "1MiB",
+        "--resume",
+        "--allow-inconsistent",
+    ]));
     assert_eq!(manifest(&out)["status"], "complete");
     run_ok(dbbackup().arg("verify").arg(&out));
     restore_and_compare(&db, &out);
@@ -466,21 +436,7 @@ fn an_interrupted_restore_rerun_with_clean_is_exact() {
     c.load_fixture(&db, "big_table.sql");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    run_ok(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--quiet",
-                "--chunk-size",
-                "1MiB",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    run_ok(support::backup_native(&db, &out).args(["--quiet", "--chunk-size", "1MiB"]));
     let target = c.unique_db("faults_rst_dst");
     c.create_db(&target);
     // Hold the restore at the big table: lock it as soon as pre-data created it.

@@ -260,21 +260,7 @@ fn good_backup() -> &'static GoodBackup {
         c.create_db(&db);
         c.load_fixture(&db, "hard_types.sql");
         let dir = c.root_dir.join(format!("good-backup-{db}"));
-        run_ok(
-            dbbackup()
-                .args([
-                    "backup",
-                    "single",
-                    "--format",
-                    "native",
-                    &db,
-                    "--quiet",
-                    "--chunk-size",
-                    "1MiB",
-                ])
-                .arg("--out")
-                .arg(&dir),
-        );
+        run_ok(support::backup_native(&db, &dir).args(["--quiet", "--chunk-size", "1MiB"]));
         let fingerprint = c.fingerprint(&db);
         GoodBackup {
             db,
@@ -348,11 +334,7 @@ fn backup_of_unknown_database_fails_naming_it() {
     let db = c.unique_db("errs_no_such_db");
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
-    let out = output(
-        dbbackup()
-            .args(["backup", "single", "--format", "native", &db, "--out"])
-            .arg(&out_dir),
-    );
+    let out = output(&mut support::backup_native(&db, &out_dir));
     assert_error(&out, 1, &[&db, "does not exist"]);
     assert_no_complete_manifest(&out_dir);
     assert!(!database_exists(&db));
@@ -400,11 +382,7 @@ fn backup_refuses_non_empty_out_dir_and_leaves_its_file_untouched() {
     std::fs::create_dir(&out_dir).unwrap();
     let precious = out_dir.join("precious.txt");
     std::fs::write(&precious, b"do not touch\n").unwrap();
-    let out = output(
-        dbbackup()
-            .args(["backup", "single", "--format", "native", &db, "--out"])
-            .arg(&out_dir),
-    );
+    let out = output(&mut support::backup_native(&db, &out_dir));
     assert_error(&out, 1, &[&out_dir.to_string_lossy(), "not empty"]);
     assert_eq!(std::fs::read(&precious).unwrap(), b"do not touch\n");
     let entries: Vec<_> = std::fs::read_dir(&out_dir)
@@ -425,11 +403,7 @@ fn backup_into_unwritable_out_path_fails_naming_the_path() {
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let out_dir = file.join("x");
-    let out = output(
-        dbbackup()
-            .args(["backup", "single", "--format", "native", &db, "--out"])
-            .arg(&out_dir),
-    );
+    let out = output(&mut support::backup_native(&db, &out_dir));
     assert_error(&out, 1, &[&out_dir.to_string_lossy()]);
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 
@@ -454,20 +428,7 @@ fn compress_level_out_of_range_is_a_usage_error() {
     c.create_db(&db);
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
-    let out = output(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--compress-level",
-                "99",
-                "--out",
-            ])
-            .arg(&out_dir),
-    );
+    let out = output(support::backup_native(&db, &out_dir).args(["--compress-level", "99"]));
     assert_error(&out, 2, &["99"]);
     assert_no_complete_manifest(&out_dir);
     c.drop_db(&db);
@@ -479,20 +440,7 @@ fn unparsable_chunk_size_is_a_usage_error() {
     let db = c.unique_db("errs_chunk_size");
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
-    let out = output(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--chunk-size",
-                "12parsecs",
-                "--out",
-            ])
-            .arg(&out_dir),
-    );
+    let out = output(support::backup_native(&db, &out_dir).args(["--chunk-size", "12parsecs"]));
     assert_error(&out, 2, &["12parsecs"]);
     assert!(!out_dir.exists(), "a usage error must not create --out");
     let _ = c;
@@ -1017,19 +965,8 @@ fn commits_made_while_the_backup_runs_are_not_in_it() {
 
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
-    let mut backup = dbbackup()
-        .args([
-            "backup",
-            "single",
-            "--format",
-            "native",
-            &db,
-            "--quiet",
-            "--parallel-tables",
-            "2",
-        ])
-        .arg("--out")
-        .arg(&out_dir)
+    let mut backup = support::backup_native(&db, &out_dir)
+        .args(["--quiet", "--parallel-tables", "2"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1116,18 +1053,8 @@ fn lock_wait_timeout_is_honoured_and_names_the_locked_table() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
     let started = Instant::now();
-    let mut backup = dbbackup()
-        .args([
-            "backup",
-            "single",
-            "--format",
-            "native",
-            &db,
-            "--lock-wait-timeout",
-            "1s",
-            "--out",
-        ])
-        .arg(&out_dir)
+    let mut backup = support::backup_native(&db, &out_dir)
+        .args(["--lock-wait-timeout", "1s"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

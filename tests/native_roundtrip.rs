@@ -32,13 +32,7 @@ fn round_trip(args: &[&str]) -> serde_json::Value {
     let src = source_db();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("backup");
-    run_ok(
-        dbbackup()
-            .args(["backup", "single", "--format", "native", src, "--out"])
-            .arg(&out)
-            .args(args)
-            .arg("--quiet"),
-    );
+    run_ok(support::backup_native(src, &out).args(args).arg("--quiet"));
     run_ok(dbbackup().arg("verify").arg(&out));
     let target = c.unique_db("rt_dst");
     run_ok(
@@ -158,13 +152,7 @@ fn restore_with_one_job_and_no_create_into_an_empty_database() {
     let src = source_db();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    run_ok(
-        dbbackup()
-            .args([
-                "backup", "single", "--format", "native", src, "--quiet", "--out",
-            ])
-            .arg(&out),
-    );
+    run_ok(support::backup_native(src, &out).args(["--quiet"]));
     let target = c.unique_db("rt_plain");
     c.create_db(&target);
     run_ok(
@@ -205,13 +193,7 @@ fn create_restores_database_properties() {
     c.psql(&src, "SET default_transaction_read_only = off; CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    run_ok(
-        dbbackup()
-            .args([
-                "backup", "single", "--format", "native", &src, "--quiet", "--out",
-            ])
-            .arg(&out),
-    );
+    run_ok(support::backup_native(&src, &out).args(["--quiet"]));
     let target = c.unique_db("rt_props_dst");
     run_ok(
         dbbackup()
@@ -254,21 +236,8 @@ fn row_level_security_errors_instead_of_a_short_backup() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    let o = support::run_fail(
-        dbbackup()
-            .args([
-                "backup",
-                "single",
-                "--format",
-                "native",
-                &db,
-                "--quiet",
-                "-U",
-                "rls_reader",
-                "--out",
-            ])
-            .arg(&out),
-    );
+    let o =
+        support::run_fail(support::backup_native(&db, &out).args(["--quiet", "-U", "rls_reader"]));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("row-level security"), "stderr: {stderr}");
     assert_ne!(manifest(&out)["status"], "complete");

@@ -916,3 +916,12 @@ impl Cluster {
         }
     }
 }
+
+/// `dbbackup backup single --format native DB --out OUT`: the native backup most tests make;
+/// callers add their own flags.
+pub fn backup_native(db: &str, out: &Path) -> Command {
+    let mut cmd = dbbackup();
+    cmd.args(["backup", "single", "--format", "native", db, "--out"])
+        .arg(out);
+    cmd
+}
