@@ -547,18 +547,34 @@ async fn load_data(
 /// Reads a chunk on a plain thread and hands its payload over in pieces; the last message
 /// says whether size and checksum matched.
 fn spawn_chunk_reader(root: PathBuf, chunk: Chunk) -> mpsc::Receiver<Result<Option<Bytes>>> {
-    let (tx, rx) = mpsc::channel(8);
+    spawn_reader(root, chunk, 8, |reader| {
+        // Below the allocator's mmap threshold (see main.rs): these buffers are allocated per
+        // read and must be recycled by the heap, not mapped each time.
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = reader.read(&mut buf)?;
+        buf.truncate(n);
+        Ok((n > 0).then(|| Bytes::from(buf)))
+    })
+}
+
+/// Reads items out of a chunk on a plain thread and hands them over; the last message says
+/// whether size and checksum matched (`Ok(None)`) or what went wrong, naming the file. A
+/// checksum mismatch is reported in preference to the decompression or framing error it
+/// caused: it says what really happened.
+fn spawn_reader<T: Send + 'static>(
+    root: PathBuf,
+    chunk: Chunk,
+    depth: usize,
+    mut next: impl FnMut(&mut ChunkReader) -> std::io::Result<Option<T>> + Send + 'static,
+) -> mpsc::Receiver<Result<Option<T>>> {
+    let (tx, rx) = mpsc::channel(depth);
     tokio::task::spawn_blocking(move || {
-        let run = || -> Result<()> {
+        let mut run = || -> Result<()> {
             let mut reader = ChunkReader::open(&root, &chunk)?;
             loop {
-                // Below the allocator's mmap threshold (see main.rs): these buffers are
-                // allocated per read and must be recycled by the heap, not mapped each time.
-                let mut buf = vec![0u8; 64 * 1024];
-                let n = match reader.read(&mut buf) {
-                    Ok(n) => n,
-                    // A checksum mismatch explains a decompression error better than the
-                    // decompressor does.
+                let item = match next(&mut reader) {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
                     Err(e) => {
                         let path = root.join(&chunk.file);
                         return Err(reader
@@ -567,11 +583,7 @@ fn spawn_chunk_reader(root: PathBuf, chunk: Chunk) -> mpsc::Receiver<Result<Opti
                             .unwrap_or_else(|| Error::corrupt(path, e.to_string())));
                     }
                 };
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                if tx.blocking_send(Ok(Some(Bytes::from(buf)))).is_err() {
+                if tx.blocking_send(Ok(Some(item))).is_err() {
                     return Ok(());
                 }
             }
@@ -685,27 +697,9 @@ async fn load_large_objects(
         .prepare("SELECT pg_catalog.lo_put($1::oid, $2::bigint, $3::bytea)")
         .await
         .map_err(|e| Error::query(what(), e))?;
-    let (tx, mut rx) = mpsc::channel::<Result<Option<crate::largeobj::Record>>>(4);
-    {
-        let root = root.to_path_buf();
-        let chunk = chunk.clone();
-        tokio::task::spawn_blocking(move || {
-            let run = || -> Result<()> {
-                let mut reader = ChunkReader::open(&root, &chunk)?;
-                loop {
-                    let rec = crate::largeobj::read_record(&mut reader)
-                        .map_err(|e| Error::corrupt(root.join(&chunk.file), e.to_string()))?;
-                    let Some(rec) = rec else { break };
-                    if tx.blocking_send(Ok(Some(rec))).is_err() {
-                        return Ok(());
-                    }
-                }
-                reader.finish()
-            };
-            let last = run().map(|()| None);
-            let _ = tx.blocking_send(last);
-        });
-    }
+    let mut rx = spawn_reader(root.to_path_buf(), chunk.clone(), 4, |reader| {
+        crate::largeobj::read_record(reader)
+    });
     let mut records = 0u64;
     loop {
         match rx.recv().await {
