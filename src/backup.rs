@@ -589,15 +589,26 @@ async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Result<()> {
     let mut dirty = false;
     let mut tick = tokio::time::interval(MANIFEST_SYNC_INTERVAL);
     let mut failure: Option<Error> = None;
-    loop {
+    // The schema dump is watched alongside the workers: if pg_dump fails, the backup stops now,
+    // not after every table has been copied.
+    let mut schema_task = schema_task;
+    let mut workers_done = false;
+    while failure.is_none() && !(workers_done && schema_task.is_none()) {
         tokio::select! {
-            ev = rx.recv() => match ev {
+            ev = rx.recv(), if !workers_done => match ev {
                 Some(Event::Done(job, chunks)) => {
                     apply_done(manifest, job, chunks, ctx.snapshot);
                     dirty = true;
                 }
-                Some(Event::Failed(e)) => { failure = Some(e); break; }
-                None => break,
+                Some(Event::Failed(e)) => failure = Some(e),
+                None => workers_done = true,
+            },
+            r = async { schema_task.as_mut().expect("guarded").await }, if schema_task.is_some() => {
+                schema_task = None;
+                match r.expect("schema thread panicked") {
+                    Ok(schema) => manifest.schema = schema,
+                    Err(e) => failure = Some(e),
+                }
             },
             // Batched: the manifest is rewritten at most every interval, never per row.
             _ = tick.tick() => if dirty {
@@ -605,7 +616,7 @@ async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Result<()> {
                 manifest.store(&opts.out)?;
                 dirty = false;
             },
-            _ = ctx.cancel.cancelled() => { failure = Some(Error::Interrupted); break; }
+            _ = ctx.cancel.cancelled() => failure = Some(Error::Interrupted),
         }
     }
     if failure.is_some() {
@@ -614,17 +625,10 @@ async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Result<()> {
     workers.abort_all();
     while workers.join_next().await.is_some() {}
     ctx.progress.finish();
-    if let Some(e) = failure {
-        return Err(e);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    if let Some(task) = schema_task {
-        let schema = tokio::select! {
-            r = task => r.expect("schema thread panicked")?,
-            _ = ctx.cancel.cancelled() => return Err(Error::Interrupted),
-        };
-        manifest.schema = schema;
-    }
-    Ok(())
 }
 
 fn apply_done(manifest: &mut Manifest, job: Job, chunks: Vec<Chunk>, snapshot: &str) {

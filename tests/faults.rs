@@ -592,3 +592,57 @@ fn children_named(parent: u32, name: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+#[test]
+fn a_failing_schema_dump_stops_the_backup_without_waiting_for_the_data() {
+    let db = gated_db("faults_pgdump");
+    let tmp = tempfile::tempdir().unwrap();
+    // A pg_dump that knows its version, waits for the test's signal, then fails as one refused
+    // by the server would.
+    let bin = tmp.path().join("bin");
+    let go = tmp.path().join("go");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("pg_dump");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] && {{ echo 'pg_dump (PostgreSQL) 15.18'; exit 0; }}\n\
+             while [ ! -e '{}' ]; do sleep 0.1; done\n\
+             echo 'pg_dump: error: schema dump refused for the test' >&2\nexit 1\n",
+            go.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = tmp.path().join("b");
+    let mut cmd = support::backup_native(&db, &out);
+    cmd.args(["--parallel-tables", "2", "--chunk-size", "1MiB"])
+        .env("DBBACKUP_PG_BINDIR", &bin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut backup = cmd.spawn().unwrap();
+    // Hold the data back at the gate, then let pg_dump fail: only the schema's failure can
+    // end the backup while the gate stays closed.
+    let gate = close_gate(&db);
+    wait_for_blocked_copy(&db);
+    std::fs::write(&go, b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while backup.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            gate.open();
+            let _ = backup.kill();
+            panic!("the backup waited for its data although pg_dump had failed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    gate.open();
+    let o = finish(backup);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("schema dump refused for the test"),
+        "{stderr}"
+    );
+    assert_eq!(manifest(&out)["status"], "failed");
+}
