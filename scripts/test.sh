@@ -2,9 +2,11 @@
 # The project's test command: `bash scripts/test.sh [extra cargo test args]`.
 #
 # Works from any directory. Makes sure a Rust toolchain (cargo) and the
-# PostgreSQL server binaries are present (installing Debian's postgresql
-# package if needed; the integration tests start throwaway clusters with
-# them), puts the PostgreSQL bin directory first on PATH, then runs
+# PostgreSQL server binaries are present: Debian's postgresql package (15,
+# the whole suite runs on it), servers 13, 14, 16, 17, 18 and client tools
+# 18 in the cache directory (tests/matrix.rs runs on them), and the SeaweedFS
+# S3 server. The integration tests start throwaway servers with them. Puts
+# the PostgreSQL 15 bin directory first on PATH, then runs
 # `cargo test --all-targets` and exits with its status.
 set -euo pipefail
 
@@ -15,6 +17,7 @@ cd "$(repo_root)"
 ensure_cargo
 ensure_postgres
 ensure_openssl
+ensure_pg_matrix
 export PG_BINDIR="${PG_BINDIR:-$(pg_bindir)}"
 
 log "cargo test --all-targets $* (PostgreSQL binaries from $PG_BINDIR)"

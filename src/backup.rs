@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::child::{tool_version, ChildSet};
+use crate::child::ChildSet;
 use crate::chunk::create_private_dir;
 use crate::compress::Codec;
 use crate::conn::{ConnParams, Session};
@@ -259,8 +259,6 @@ async fn backup_locked(
     } else {
         None
     };
-    let (pg_dump_num, pg_dump_version) = tool_version("pg_dump")?;
-
     let coordinator = cancellable(cancel, sessions, conn.connect(dbname)).await?;
     sessions.add(coordinator.cancel.clone());
     let client = &coordinator.client;
@@ -279,17 +277,8 @@ async fn backup_locked(
     })
     .await?;
     let found = cancellable(cancel, sessions, probe(client, dbname, opts.lock_timeout)).await?;
-    crate::strategy::check_pg_dump_version(
-        pg_dump_num,
-        &pg_dump_version,
-        found.server_version_num,
-        &found.server_version,
-    )?;
-    let findings = crate::strategy::ProbeResult {
-        probe: found,
-        pg_dump_version: pg_dump_version.clone(),
-        pg_dump_version_num: pg_dump_num,
-    };
+    let findings = crate::strategy::with_client_tools(found)?;
+    let pg_dump_version = findings.pg_dump_version.clone();
     progress.note(&findings.summary_line(dbname));
     progress.note(&format!("strategy: native ({})", strategy.reason));
     let probe_json = findings.to_json();
@@ -471,6 +460,7 @@ fn initial_manifest(
             bytes: 0,
             done: found.large_object_count == 0,
             chunks: vec![],
+            metadata: None,
         },
         stream: vec![],
         totals: Totals::default(),
@@ -644,6 +634,10 @@ fn apply_done(manifest: &mut Manifest, job: Job, chunks: Vec<Chunk>, snapshot: &
             unit.snapshot = Some(snapshot.to_string());
         }
         Job::LargeObjects => {
+            let (metadata, chunks): (Vec<Chunk>, Vec<Chunk>) = chunks
+                .into_iter()
+                .partition(|c| c.file == crate::largeobj::METADATA_FILE);
+            manifest.large_objects.metadata = metadata.into_iter().next();
             manifest.large_objects.bytes = chunks.iter().map(|c| c.raw_bytes).sum();
             manifest.large_objects.chunks = chunks;
             manifest.large_objects.done = true;
@@ -773,7 +767,12 @@ impl WorkerCtx {
                     level: self.opts.level,
                     threads: 0,
                 };
-                crate::largeobj::dump(client, sink, self.opts.chunk_size, &self.progress).await
+                let metadata = crate::largeobj::dump_metadata(client, &self.opts.out).await?;
+                let mut chunks =
+                    crate::largeobj::dump(client, sink, self.opts.chunk_size, &self.progress)
+                        .await?;
+                chunks.extend(metadata);
+                Ok(chunks)
             }
         }
     }

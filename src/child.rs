@@ -22,12 +22,9 @@ const STDERR_TAIL_LINES: usize = 20;
 /// Time a child gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Where PostgreSQL client programs are looked up: `$DBBACKUP_PG_BINDIR`, else `PATH`.
+/// Where PostgreSQL client program `name` is run from ([`crate::pgtools::program`]).
 pub fn pg_program(name: &str) -> PathBuf {
-    match std::env::var_os("DBBACKUP_PG_BINDIR") {
-        Some(dir) => PathBuf::from(dir).join(name),
-        None => PathBuf::from(name),
-    }
+    crate::pgtools::program(name)
 }
 
 /// Process groups of the children alive right now, so that an interrupted run can take them
@@ -63,7 +60,21 @@ pub struct Child {
     tail: Arc<Mutex<VecDeque<String>>>,
     stderr_reader: Option<thread::JoinHandle<()>>,
     reaped: bool,
+    /// A program that reads this one's stdout through a filter ([`Child::pipe_into`]).
+    downstream: Option<Downstream>,
 }
+
+struct Downstream {
+    child: Box<Child>,
+    /// Copies (filtered) stdout into the downstream's stdin; hands that stdin back at the end
+    /// instead of closing it, so that the end of input is only signalled once this child is
+    /// known to have succeeded (a script cut short must not be committed).
+    pump: thread::JoinHandle<std::io::Result<std::process::ChildStdin>>,
+}
+
+/// A filter between two children: reads one's output, writes the other's input.
+pub type Filter =
+    Box<dyn FnOnce(&mut dyn BufRead, &mut dyn std::io::Write) -> std::io::Result<()> + Send>;
 
 impl Child {
     /// Spawns `program args` with `env` added, in a new process group. stdout/stdin as given;
@@ -130,7 +141,27 @@ impl Child {
             tail,
             stderr_reader: Some(stderr_reader),
             reaped: false,
+            downstream: None,
         })
+    }
+
+    /// Connects this child's stdout (spawned piped) to `next`'s stdin (spawned piped) through
+    /// `filter`. The pair then acts as one child: [`Child::wait`] succeeds only if both do,
+    /// and `next` sees the end of its input only after this child exited successfully;
+    /// otherwise `next` is killed before it could act on a partial input.
+    pub fn pipe_into(mut self, mut next: Child, filter: Filter) -> Child {
+        let stdout = self.stdout().expect("stdout is piped");
+        let mut stdin = next.stdin().expect("stdin is piped");
+        let pump = thread::spawn(move || {
+            let mut reader = BufReader::with_capacity(256 * 1024, stdout);
+            filter(&mut reader, &mut stdin)?;
+            Ok(stdin)
+        });
+        self.downstream = Some(Downstream {
+            child: Box::new(next),
+            pump,
+        });
+        self
     }
 
     pub fn id(&self) -> u32 {
@@ -182,11 +213,48 @@ impl Child {
         if let Some(h) = self.stderr_reader.take() {
             let _ = h.join();
         }
-        check_status(&self.program, status, &self.stderr_tail())
+        let own = check_status(&self.program, status, &self.stderr_tail());
+        let Some(Downstream { mut child, pump }) = self.downstream.take() else {
+            return own;
+        };
+        let pumped = pump.join();
+        match (own, pumped) {
+            (Ok(()), Ok(Ok(stdin))) => {
+                drop(stdin);
+                child.wait()
+            }
+            (own, pumped) => {
+                // The reader usually fails first and this one dies of the broken pipe: the
+                // reader's error is the one that explains.
+                if let Ok(Some(status)) = child.inner.try_wait() {
+                    if !status.success() {
+                        return child.wait();
+                    }
+                }
+                child.terminate();
+                own?;
+                match pumped {
+                    Ok(Err(e)) => Err(Error::Child {
+                        program: self.program.clone(),
+                        status: "output could not be passed on".into(),
+                        stderr: e.to_string(),
+                    }),
+                    _ => Err(Error::Child {
+                        program: self.program.clone(),
+                        status: "output filter failed".into(),
+                        stderr: String::new(),
+                    }),
+                }
+            }
+        }
     }
 
     /// SIGTERM to the whole group, SIGKILL after a grace period; reaps the child.
     pub fn terminate(&mut self) {
+        // The reader first: it must not see an end of input and act on it.
+        if let Some(mut d) = self.downstream.take() {
+            d.child.terminate();
+        }
         if self.reaped {
             return;
         }
@@ -234,26 +302,6 @@ fn check_status(program: &str, status: ExitStatus, stderr: &str) -> Result<()> {
         status,
         stderr: stderr.to_string(),
     })
-}
-
-/// `program --version`, e.g. "pg_dump (PostgreSQL) 15.18" → (150018, "15.18").
-pub fn tool_version(program: &str) -> Result<(i32, String)> {
-    let path = pg_program(program);
-    let out = Command::new(&path)
-        .arg("--version")
-        .output()
-        .map_err(|e| Error::Child {
-            program: program.to_string(),
-            status: "could not start".into(),
-            stderr: format!("{}: {e}", path.display()),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text
-        .split_whitespace()
-        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .unwrap_or("")
-        .to_string();
-    Ok((version_num(&version), version))
 }
 
 /// "15.18" → 150018, "9.6.24" → 90624 (as `server_version_num`).

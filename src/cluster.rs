@@ -680,6 +680,14 @@ pub async fn backup_cluster(
     let in_use: i32 = facts.get(5);
     let role_limit: i32 = facts.get(6);
     let role_in_use: i32 = facts.get(7);
+    let tools = crate::pgtools::choose_for_backup(server_version_num)?;
+    crate::strategy::check_pg_dump_version(
+        tools.version_num,
+        &tools.version,
+        server_version_num,
+        &server_version,
+    )?;
+    progress.note(&format!("server {server_version}, {}", tools.describe()));
 
     // Templates are never dumped; databases that refuse connections (or were left invalid by
     // an interrupted DROP DATABASE) are listed as skipped.
@@ -1129,6 +1137,15 @@ pub async fn restore_cluster(
         }
     }
     let mut report = ClusterRestoreReport::default();
+    // Globals need a psql that reads what the backup's pg_dumpall wrote; each database's
+    // restore chooses again for its own archive.
+    crate::pgtools::choose_for_restore_into(
+        conn,
+        manifest.server_version_num,
+        0,
+        progress.as_ref(),
+    )
+    .await?;
 
     match &manifest.globals.file {
         Some(chunk) if manifest.globals.status == Status::Complete => {

@@ -1,7 +1,12 @@
-//! Large objects. Their metadata (owner, ACL, comment) travels in the pre-data schema archive
-//! that pg_dump writes; their data is dumped here as chunk files of records
+//! Large objects. Their data is dumped here as chunk files of records
 //! `oid: u32 | offset: u64 | length: u32 | bytes` (big-endian), each at most [`PIECE`] bytes,
 //! so a chunk is self-contained and a multi-GB object never sits in memory.
+//!
+//! Their metadata (existence, owner, ACL, comment) is dumped here too, as SQL in
+//! [`METADATA_FILE`], and not left to the schema archive: pg_dump up to 16 puts it in the
+//! pre-data section, pg_dump 17 and newer in the data section (which the native engine does
+//! not ask pg_dump for), and pg_restore 17 and newer skip it when reading an older archive's
+//! pre-data. The script is idempotent, so it also applies after a pre-data that created them.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -9,6 +14,8 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::Client;
 
+use crate::chunk::{ChunkReader, ChunkWriter};
+use crate::compress::Codec;
 use crate::copyfmt::Piece;
 use crate::error::{Error, Result};
 use crate::manifest::Chunk;
@@ -18,6 +25,113 @@ use crate::sink::{spawn_sink, SinkConfig, BATCH_BYTES};
 /// Bytes read per `lo_get` call and stored per record.
 pub const PIECE: usize = 1024 * 1024;
 const RECORD_HEADER: usize = 16;
+
+/// Where the metadata script is stored, relative to the backup.
+pub const METADATA_FILE: &str = "large_objects/metadata.sql";
+
+/// One row per large object: the statements that create it if missing and give it its owner,
+/// ACL (grants as aclexplode lists them, after revoking the defaults) and comment.
+const METADATA_SQL: &str = "
+SELECT format('SELECT pg_catalog.lo_create(%s) WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_largeobject_metadata WHERE oid = %s);', m.oid, m.oid)
+    || format(E'\nALTER LARGE OBJECT %s OWNER TO %I;', m.oid, pg_get_userbyid(m.lomowner))
+    || CASE WHEN m.lomacl IS NULL THEN '' ELSE
+         format(E'\nREVOKE ALL ON LARGE OBJECT %s FROM PUBLIC;\nREVOKE ALL ON LARGE OBJECT %s FROM %I;',
+                m.oid, m.oid, pg_get_userbyid(m.lomowner))
+         -- Also from everyone the ACL names: when a pre-data already created the object with
+         -- its ACL, the grants below must not be appended to it out of order.
+         || coalesce((SELECT string_agg(DISTINCT format(E'\nREVOKE ALL ON LARGE OBJECT %s FROM %I;', m.oid, pg_get_userbyid(a.grantee)), '')
+                      FROM aclexplode(m.lomacl) a WHERE a.grantee <> 0), '')
+         || coalesce((SELECT string_agg(format(E'\nGRANT %s ON LARGE OBJECT %s TO %s%s;',
+                                              a.privilege_type, m.oid,
+                                              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+                                              CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END),
+                                       '' ORDER BY a.ordinality)
+                      FROM aclexplode(m.lomacl) WITH ORDINALITY a), '')
+       END
+    || coalesce(format(E'\nCOMMENT ON LARGE OBJECT %s IS %L;', m.oid, obj_description(m.oid, 'pg_largeobject')), '')
+FROM pg_catalog.pg_largeobject_metadata m ORDER BY m.oid";
+
+/// Statements sent to the server at once when the metadata is restored.
+const METADATA_BATCH: usize = 500;
+
+/// Writes the metadata script of every large object (none: no file) in the caller's snapshot.
+/// Statements of one object are separated from the next by a NUL byte, which SQL text cannot
+/// contain.
+pub async fn dump_metadata(client: &Client, root: &std::path::Path) -> Result<Option<Chunk>> {
+    use futures_util::TryStreamExt;
+    let rows = client
+        .query_raw(METADATA_SQL, std::iter::empty::<i32>())
+        .await
+        .map_err(|e| Error::query("reading large-object metadata", e))?;
+    futures_util::pin_mut!(rows);
+    let mut writer: Option<ChunkWriter> = None;
+    let mut count = 0u64;
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| Error::query("reading large-object metadata", e))?
+    {
+        let w = match writer.as_mut() {
+            Some(w) => w,
+            None => {
+                crate::chunk::create_private_dir(&root.join("large_objects"))?;
+                writer.insert(ChunkWriter::create(root, METADATA_FILE, Codec::None, 0, 0)?)
+            }
+        };
+        let sql: &str = row.get(0);
+        w.write(sql.as_bytes())?;
+        w.write(b"\0")?;
+        count += 1;
+    }
+    writer.map(|w| w.finish(count)).transpose()
+}
+
+/// Runs the metadata script in one transaction, which commits only once the file's checksum
+/// and size proved it intact.
+pub async fn restore_metadata(
+    client: &Client,
+    root: &std::path::Path,
+    chunk: &Chunk,
+) -> Result<()> {
+    let what = || format!("restoring large-object metadata from {}", chunk.file);
+    let mut reader = ChunkReader::open(root, chunk)?;
+    let path = reader.path().to_path_buf();
+    let mut text = Vec::new();
+    reader
+        .read_to_end(&mut text)
+        .map_err(|e| Error::io("reading", &path, e))?;
+    reader.finish()?;
+    let statements: Vec<&[u8]> = text.split(|b| *b == 0).filter(|s| !s.is_empty()).collect();
+    if statements.len() as u64 != chunk.rows {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "holds {} objects, the manifest says {}",
+                statements.len(),
+                chunk.rows
+            ),
+        ));
+    }
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| Error::query(what(), e))?;
+    for batch in statements.chunks(METADATA_BATCH) {
+        let sql = batch
+            .iter()
+            .map(|s| String::from_utf8_lossy(s))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(Error::query(what(), e));
+        }
+    }
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| Error::query(what(), e))
+}
 
 /// Dumps every large object's data, in the caller's snapshot.
 pub async fn dump(

@@ -149,6 +149,10 @@ pub struct LargeObjects {
     pub bytes: u64,
     pub done: bool,
     pub chunks: Vec<Chunk>,
+    /// The SQL that re-creates them with owner, ACL and comment (see `largeobj`); absent in
+    /// backups without large objects and in those made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Chunk>,
 }
 
 /// Properties of the source database that `restore --create` re-applies.
@@ -158,9 +162,17 @@ pub struct DatabaseInfo {
     pub encoding: String,
     pub collate: String,
     pub ctype: String,
+    /// `c` (libc), `i` (ICU, from 15) or `b` (builtin, from 17), as `datlocprovider`.
     pub locale_provider: String,
+    /// The ICU locale, for provider `i`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icu_locale: Option<String>,
+    /// The builtin provider's locale (`C` or `C.UTF-8`), for provider `b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin_locale: Option<String>,
+    /// ICU tailoring rules (`ICU_RULES`, from 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icu_rules: Option<String>,
     pub owner: String,
     pub connection_limit: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,6 +283,7 @@ impl Manifest {
             .iter()
             .map(|s| &s.chunk)
             .chain(self.tables.iter().flat_map(|t| t.chunks()))
+            .chain(self.large_objects.metadata.iter())
             .chain(self.large_objects.chunks.iter())
             .chain(self.stream.iter())
     }

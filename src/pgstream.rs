@@ -404,6 +404,7 @@ pub async fn backup_stream(
             bytes: 0,
             done: false,
             chunks: vec![],
+            metadata: None,
         },
         stream: vec![],
         totals: Totals::default(),
@@ -801,7 +802,7 @@ async fn clean_restore_sections(
             format!("--dbname={target}").into(),
             file.as_os_str().to_os_string(),
         ]);
-        let child = Child::spawn("pg_restore", &args, &env, Stdio::null(), Stdio::null())?;
+        let child = crate::pgrestore::spawn(args, &env, Stdio::null())?;
         let pid = child.id();
         let handle = tokio::task::spawn_blocking(move || child.wait());
         supervise(pid, handle, cancel).await?;
@@ -824,6 +825,13 @@ pub async fn restore_stream(
         ));
     }
     check_pieces(&opts.dir, manifest)?;
+    crate::pgtools::choose_for_restore_into(
+        conn,
+        manifest.server_version_num,
+        crate::child::version_num(&manifest.pg_dump_version),
+        progress.as_ref(),
+    )
+    .await?;
     let raw_total: u64 = manifest.stream.iter().map(|c| c.raw_bytes).sum();
 
     // pg_restore --jobs needs a seekable file: decompress (and so verify) it before anything
@@ -861,7 +869,7 @@ pub async fn restore_stream(
         temp = Some(t);
     }
 
-    crate::restore::prepare_target(conn, opts, &manifest.database).await?;
+    crate::restore::prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
     let target = dbname_conninfo(&opts.target);
     let env = conn.child_env(&opts.target);
     progress.start("restore", raw_total);
@@ -878,7 +886,7 @@ pub async fn restore_stream(
             ];
             args.push(file.0.clone().into_os_string());
             progress.worker_busy(0, "pg_restore");
-            let child = Child::spawn("pg_restore", &args, &env, Stdio::null(), Stdio::null())?;
+            let child = crate::pgrestore::spawn(args, &env, Stdio::null())?;
             let pid = child.id();
             let handle = tokio::task::spawn_blocking(move || child.wait());
             supervise(pid, handle, &cancel).await
@@ -909,7 +917,11 @@ pub async fn restore_stream(
             };
             args.push(format!("--dbname={target}").into());
             progress.worker_busy(0, program);
-            let child = Child::spawn(program, &args, &env, Stdio::piped(), Stdio::null())?;
+            let child = if program == "pg_restore" {
+                crate::pgrestore::spawn(args, &env, Stdio::piped())?
+            } else {
+                Child::spawn(program, &args, &env, Stdio::piped(), Stdio::null())?
+            };
             let pid = child.id();
             let handle = {
                 let (dir, m, progress, cancel) = (
@@ -936,7 +948,7 @@ pub async fn restore_stream(
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
     drop(session);
     if opts.create {
-        crate::restore::apply_database_properties(conn, &opts.target, &manifest.database).await?;
+        crate::dbprops::apply_database_properties(conn, &opts.target, &manifest.database).await?;
     }
     Ok(RestoreSummary {
         tables: manifest
@@ -962,7 +974,11 @@ fn feed(
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let mut stdin = child.stdin().expect("stdin is piped");
+    // A plain script from newer tools may set parameters the target lacks (see pgrestore).
+    let mut stdin = crate::pgrestore::SettingsFilter::new(
+        child.stdin().expect("stdin is piped"),
+        crate::pgrestore::settings_to_leave_out(),
+    );
     let mut dec = match open_stream(dir, m) {
         Ok(d) => d,
         Err(e) => {
@@ -1002,6 +1018,13 @@ fn feed(
         return Err(e);
     }
     // Only now may the child see the end of its input (and commit).
+    if let Err(e) = stdin.flush() {
+        drop(stdin);
+        child.wait()?;
+        return Err(Error::Refused(format!(
+            "the restore program stopped reading its input before the end ({e})"
+        )));
+    }
     drop(stdin);
     child.wait()
 }

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 
 use crate::copyfmt::CopyFormat;
 use crate::error::{Error, Result};
-use crate::manifest::{Column, DatabaseInfo, Grant, Setting};
+use crate::manifest::{Column, DatabaseInfo};
 
 /// Types with OIDs below this are built into the server (FirstNormalObjectId); their OIDs and
 /// binary forms are the same in every database of a major version.
@@ -117,7 +117,7 @@ pub async fn probe(
     let server_version_num: i32 = row.get(1);
     let database_size: i64 = row.get(2);
 
-    let database = database_info(client, dbname, server_version_num).await?;
+    let database = crate::dbprops::database_info(client, dbname, server_version_num).await?;
     let mut tables = tables(client).await?;
     lock_tables(client, &tables, lock_timeout).await?;
     table_sizes(client, &mut tables).await?;
@@ -162,85 +162,6 @@ pub async fn probe(
         sequences,
         large_object_count,
         large_object_bytes,
-    })
-}
-
-async fn database_info(client: &Client, dbname: &str, version: i32) -> Result<DatabaseInfo> {
-    // ICU as a database locale provider exists from PostgreSQL 15 on.
-    let locale_cols = if version >= 150000 {
-        "d.datlocprovider::text, d.daticulocale"
-    } else {
-        "'c'::text, NULL::text"
-    };
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT d.datname, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
-                    {locale_cols}, pg_get_userbyid(d.datdba),
-                    d.datconnlimit, shobj_description(d.oid, 'pg_database'), d.datacl IS NULL
-             FROM pg_database d WHERE d.datname = current_database()"
-            ),
-            &[],
-        )
-        .await
-        .map_err(q("reading database properties"))?;
-    let grants = client
-        .query(
-            "SELECT coalesce(pg_get_userbyid(a.grantor), ''),
-                    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
-                    a.privilege_type, a.is_grantable
-             FROM pg_database d, aclexplode(d.datacl) WITH ORDINALITY a
-             WHERE d.datname = current_database()
-             ORDER BY a.ordinality",
-            &[],
-        )
-        .await
-        .map_err(q("reading database grants"))?
-        .iter()
-        .map(|r| Grant {
-            grantor: r.get(0),
-            grantee: r.get(1),
-            privilege: r.get(2),
-            grantable: r.get(3),
-        })
-        .collect();
-    let mut settings = Vec::new();
-    for r in client
-        .query(
-            "SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END,
-                    unnest(s.setconfig)
-             FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
-             WHERE d.datname = current_database()
-             ORDER BY 1 NULLS FIRST",
-            &[],
-        )
-        .await
-        .map_err(q("reading database settings"))?
-    {
-        let role: Option<String> = r.get(0);
-        let item: String = r.get(1);
-        let (name, value) = item.split_once('=').unwrap_or((item.as_str(), ""));
-        settings.push(Setting {
-            role,
-            name: name.to_string(),
-            value: value.to_string(),
-        });
-    }
-    let name: String = row.get(0);
-    debug_assert_eq!(name, dbname);
-    Ok(DatabaseInfo {
-        name,
-        encoding: row.get(1),
-        collate: row.get(2),
-        ctype: row.get(3),
-        locale_provider: row.get(4),
-        icu_locale: row.get(5),
-        owner: row.get(6),
-        connection_limit: row.get(7),
-        comment: row.get(8),
-        default_acl: row.get(9),
-        grants,
-        settings,
     })
 }
 

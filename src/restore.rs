@@ -24,14 +24,11 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::child::Child;
 use crate::chunk::ChunkReader;
 use crate::conn::ConnParams;
 use crate::copy::copy_in_sql;
 use crate::error::{Error, Result};
-use crate::manifest::{
-    quote_ident, quote_literal, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table,
-};
+use crate::manifest::{quote_ident, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table};
 use crate::progress::Progress;
 use crate::verify::{verify_chunk, Payload};
 
@@ -109,7 +106,8 @@ pub async fn restore_database(
     if manifest.strategy.kind != StrategyKind::Native {
         let s = crate::pgstream::restore_stream(conn, opts, &manifest, progress, cancel).await?;
         if reuse {
-            apply_database_properties(conn, &opts.target, &manifest.database).await?;
+            crate::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
+                .await?;
         }
         return Ok(s);
     }
@@ -131,7 +129,14 @@ pub async fn restore_database(
         summary.phases.push((name, clock.elapsed().as_secs_f64()));
         clock = std::time::Instant::now();
     };
-    prepare_target(conn, opts, &manifest.database).await?;
+    crate::pgtools::choose_for_restore_into(
+        conn,
+        manifest.server_version_num,
+        crate::child::version_num(&manifest.pg_dump_version),
+        progress.as_ref(),
+    )
+    .await?;
+    prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
     let target = conn.connect(&opts.target).await?;
     if opts.clean && !opts.create {
         let tables: Vec<(String, String)> = manifest
@@ -155,6 +160,9 @@ pub async fn restore_database(
     pg_restore(conn, &opts.dir, &opts.target, &manifest, "pre-data", pre)?;
     phase(&mut summary, "pre-data");
 
+    if let Some(metadata) = &manifest.large_objects.metadata {
+        crate::largeobj::restore_metadata(&target.client, &opts.dir, metadata).await?;
+    }
     load_data(conn, opts, &manifest, &progress, &cancel, &mut summary).await?;
     phase(&mut summary, "data");
 
@@ -173,7 +181,7 @@ pub async fn restore_database(
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
     phase(&mut summary, "analyze");
     if opts.create || reuse {
-        apply_database_properties(conn, &opts.target, &manifest.database).await?;
+        crate::dbprops::apply_database_properties(conn, &opts.target, &manifest.database).await?;
     }
     summary.tables = manifest.tables.len() as u64;
     Ok(summary)
@@ -184,6 +192,7 @@ pub(crate) async fn prepare_target(
     conn: &ConnParams,
     opts: &RestoreOptions,
     db: &DatabaseInfo,
+    progress: &dyn Progress,
 ) -> Result<()> {
     let maint = conn.connect(&conn.maintenance_db).await?;
     let exists = maint
@@ -220,9 +229,13 @@ pub(crate) async fn prepare_target(
             .await
             .map_err(|e| Error::query("reading server version", e))?
             .get(0);
+        let (create, warning) = crate::dbprops::create_database_sql(&opts.target, db, version);
+        if let Some(warning) = warning {
+            progress.note(&format!("warning: {warning}"));
+        }
         maint
             .client
-            .batch_execute(&create_database_sql(&opts.target, db, version))
+            .batch_execute(&create)
             .await
             .map_err(|e| Error::query(format!("creating database {:?}", opts.target), e))?;
         return Ok(());
@@ -256,111 +269,6 @@ pub(crate) async fn prepare_target(
             "target database {:?} is not empty ({count} relations, e.g. {example}); add --clean to replace the backup's objects, or restore into a new database with --create",
             opts.target
         )));
-    }
-    Ok(())
-}
-
-fn create_database_sql(target: &str, db: &DatabaseInfo, server_version: i32) -> String {
-    let mut sql = format!(
-        "CREATE DATABASE {} WITH TEMPLATE = template0 ENCODING = {} LC_COLLATE = {} LC_CTYPE = {}",
-        quote_ident(target),
-        quote_literal(&db.encoding),
-        quote_literal(&db.collate),
-        quote_literal(&db.ctype)
-    );
-    if server_version >= 150000 {
-        let provider = if db.locale_provider == "i" {
-            "icu"
-        } else {
-            "libc"
-        };
-        sql.push_str(&format!(" LOCALE_PROVIDER = {provider}"));
-        if let Some(icu) = &db.icu_locale {
-            sql.push_str(&format!(" ICU_LOCALE = {}", quote_literal(icu)));
-        }
-    }
-    if !db.owner.is_empty() {
-        sql.push_str(&format!(" OWNER = {}", quote_ident(&db.owner)));
-    }
-    sql
-}
-
-/// Settings whose values are lists that `SET` takes unquoted (as pg_dump treats them).
-const LIST_SETTINGS: &[&str] = &[
-    "search_path",
-    "temp_tablespaces",
-    "session_preload_libraries",
-    "local_preload_libraries",
-    "shared_preload_libraries",
-];
-
-/// Comment, grants, connection limit and settings of the source database, applied last.
-pub async fn apply_database_properties(
-    conn: &ConnParams,
-    target: &str,
-    db: &DatabaseInfo,
-) -> Result<()> {
-    let maint = conn.connect(&conn.maintenance_db).await?;
-    let name = quote_ident(target);
-    let mut stmts = Vec::new();
-    if let Some(c) = &db.comment {
-        stmts.push(format!(
-            "COMMENT ON DATABASE {name} IS {}",
-            quote_literal(c)
-        ));
-    }
-    if !db.default_acl {
-        stmts.push(format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC"));
-        if !db.owner.is_empty() {
-            stmts.push(format!(
-                "REVOKE ALL ON DATABASE {name} FROM {}",
-                quote_ident(&db.owner)
-            ));
-        }
-        for g in &db.grants {
-            let grantee = if g.grantee == "PUBLIC" {
-                "PUBLIC".to_string()
-            } else {
-                quote_ident(&g.grantee)
-            };
-            stmts.push(format!(
-                "GRANT {} ON DATABASE {name} TO {grantee}{}",
-                g.privilege,
-                if g.grantable {
-                    " WITH GRANT OPTION"
-                } else {
-                    ""
-                }
-            ));
-        }
-    }
-    if db.connection_limit != -1 {
-        stmts.push(format!(
-            "ALTER DATABASE {name} CONNECTION LIMIT {}",
-            db.connection_limit
-        ));
-    }
-    for s in &db.settings {
-        let value = if LIST_SETTINGS.contains(&s.name.as_str()) {
-            s.value.clone()
-        } else {
-            quote_literal(&s.value)
-        };
-        let target_clause = match &s.role {
-            Some(role) => format!("ALTER ROLE {} IN DATABASE {name}", quote_ident(role)),
-            None => format!("ALTER DATABASE {name}"),
-        };
-        stmts.push(format!(
-            "{target_clause} SET {} TO {value}",
-            quote_ident(&s.name)
-        ));
-    }
-    for sql in stmts {
-        maint
-            .client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| Error::query(format!("applying database property ({sql})"), e))?;
     }
     Ok(())
 }
@@ -439,7 +347,7 @@ fn pg_restore(
     args.push(dir.join(&file.chunk.file).into_os_string());
     let mut env = conn.child_env(target);
     env.push(("PGOPTIONS".into(), restore_pgoptions()));
-    Child::spawn("pg_restore", &args, &env, Stdio::null(), Stdio::null())?.wait()
+    crate::pgrestore::spawn(args, &env, Stdio::null())?.wait()
 }
 
 async fn set_sequences(client: &Client, manifest: &Manifest) -> Result<()> {

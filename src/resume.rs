@@ -133,6 +133,12 @@ pub fn reconcile(dir: &Path, m: &mut Manifest) -> Result<Reconciled> {
             .chunks
             .iter()
             .filter_map(|c| verify_chunk(dir, c, Payload::LargeObjects).err())
+            .chain(
+                m.large_objects
+                    .metadata
+                    .iter()
+                    .filter_map(|c| verify_chunk(dir, c, Payload::Opaque).err()),
+            )
             .map(|e| e.to_string())
             .collect();
         if !bad.is_empty() {
@@ -142,6 +148,7 @@ pub fn reconcile(dir: &Path, m: &mut Manifest) -> Result<Reconciled> {
     }
     if !m.large_objects.done {
         m.large_objects.chunks.clear();
+        m.large_objects.metadata = None;
     }
     let schema_ok = m.schema.len() == 2
         && m.schema

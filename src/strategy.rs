@@ -18,7 +18,6 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::{backup_database, BackupOptions};
-use crate::child::tool_version;
 use crate::conn::ConnParams;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, Strategy, StrategyKind};
@@ -92,6 +91,26 @@ pub struct ProbeResult {
     pub probe: Probe,
     pub pg_dump_version: String,
     pub pg_dump_version_num: i32,
+    /// The client tools chosen for the server, and why ([`crate::pgtools`]).
+    pub client_tools: String,
+}
+
+/// Chooses the client tools for the probed server ([`crate::pgtools`]) and refuses a pg_dump
+/// older than the server.
+pub fn with_client_tools(probe: Probe) -> Result<ProbeResult> {
+    let tools = crate::pgtools::choose_for_backup(probe.server_version_num)?;
+    check_pg_dump_version(
+        tools.version_num,
+        &tools.version,
+        probe.server_version_num,
+        &probe.server_version,
+    )?;
+    Ok(ProbeResult {
+        probe,
+        pg_dump_version: tools.version.clone(),
+        pg_dump_version_num: tools.version_num,
+        client_tools: tools.describe(),
+    })
 }
 
 impl ProbeResult {
@@ -122,6 +141,7 @@ impl ProbeResult {
             "pg_dump_version".into(),
             serde_json::json!(self.pg_dump_version),
         );
+        obj.insert("client_tools".into(), serde_json::json!(self.client_tools));
         obj.insert(
             "row_estimate".into(),
             serde_json::json!(p.tables.iter().map(|t| t.row_estimate).sum::<i64>()),
@@ -143,7 +163,7 @@ impl ProbeResult {
     pub fn summary_line(&self, dbname: &str) -> String {
         let p = &self.probe;
         format!(
-            "probe of {dbname}: database size {}, {} tables ({} in tables, ~{} rows), {} large objects ({}), server {}, pg_dump {}",
+            "probe of {dbname}: database size {}, {} tables ({} in tables, ~{} rows), {} large objects ({}), server {}, {}",
             human_bytes(p.database_size.max(0) as u64),
             p.tables.len(),
             human_bytes(p.tables.iter().map(|t| t.size_bytes.max(0) as u64).sum()),
@@ -151,7 +171,7 @@ impl ProbeResult {
             p.large_object_count,
             human_bytes(p.large_object_bytes.max(0) as u64),
             p.server_version,
-            self.pg_dump_version
+            self.client_tools
         )
     }
 }
@@ -179,7 +199,6 @@ pub async fn run_probe(
     lock_timeout: std::time::Duration,
     sessions: &crate::backup::Sessions,
 ) -> Result<ProbeResult> {
-    let (pg_dump_version_num, pg_dump_version) = tool_version("pg_dump")?;
     let session = conn.connect(dbname).await?;
     sessions.add(session.cancel.clone());
     let client = &session.client;
@@ -192,17 +211,7 @@ pub async fn run_probe(
         .batch_execute("COMMIT")
         .await
         .map_err(|e| Error::query("ending the probe transaction", e))?;
-    check_pg_dump_version(
-        pg_dump_version_num,
-        &pg_dump_version,
-        found.server_version_num,
-        &found.server_version,
-    )?;
-    Ok(ProbeResult {
-        probe: found,
-        pg_dump_version,
-        pg_dump_version_num,
-    })
+    with_client_tools(found)
 }
 
 /// `backup single`: probe, decide, print the decision, then run the native engine or stream

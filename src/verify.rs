@@ -40,6 +40,12 @@ pub fn chunks_with_payload(m: &Manifest) -> Vec<(&Chunk, Payload)> {
     }
     v.extend(
         m.large_objects
+            .metadata
+            .iter()
+            .map(|c| (c, Payload::Opaque)),
+    );
+    v.extend(
+        m.large_objects
             .chunks
             .iter()
             .map(|c| (c, Payload::LargeObjects)),

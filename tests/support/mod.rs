@@ -3,7 +3,8 @@
 //! Every integration test binary includes this module with `mod support;`. It provides:
 //!
 //! * [`cluster()`]: one throwaway PostgreSQL cluster per test binary, started lazily on first use
-//!   and stopped (and its directory removed) when the process exits;
+//!   and stopped (and its directory removed) when the process exits; [`cluster_of()`] does the
+//!   same for another server major (13 to 18), from the binaries `scripts/test.sh` installs;
 //! * [`dbbackup()`], [`run_ok()`], [`run_fail()`]: running the `dbbackup` binary against that
 //!   cluster, with `pg_dump` & co. of the server's version first on `PATH`;
 //! * [`Cluster::fingerprint()`] and [`assert_same()`]: a comparison of two databases (schema,
@@ -41,6 +42,9 @@ const ROW_MARK: char = '\x1d';
 const NULL_MARK: &str = "\x02NULL\x02";
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+/// Clusters of other majors ([`cluster_of`]), started on demand and kept for the process.
+static OTHER_CLUSTERS: std::sync::Mutex<BTreeMap<u32, &'static Cluster>> =
+    std::sync::Mutex::new(BTreeMap::new());
 static DB_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// The shared throwaway cluster of this test binary; started on the first call (thread-safe).
@@ -48,18 +52,67 @@ static DB_COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Panics (failing the test) if the PostgreSQL server binaries are missing or the server does
 /// not start; the panic message includes the tail of the server log.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(Cluster::start)
+    CLUSTER.get_or_init(|| {
+        let bin = find_pg_bin_dir();
+        Cluster::start(bin.clone(), bin)
+    })
+}
+
+/// A throwaway cluster of server major `major` (13 to 18), one per major and test binary.
+///
+/// The server binaries come from `DBBACKUP_TEST_PG<major>_BINDIR` (set by `scripts/test.sh`,
+/// which installs them); the client tools are Debian's for servers up to 15 and those of
+/// `DBBACKUP_TEST_CLIENT18_BINDIR` for newer ones (pg_dump must not be older than the
+/// server). A missing installation fails the test.
+pub fn cluster_of(major: u32) -> &'static Cluster {
+    let mut clusters = OTHER_CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = clusters.get(&major) {
+        return c;
+    }
+    let server = PathBuf::from(env_dir(&format!("DBBACKUP_TEST_PG{major}_BINDIR")));
+    let client = if major <= 15 {
+        find_pg_bin_dir()
+    } else {
+        client18_bin_dir()
+    };
+    let c: &'static Cluster = Box::leak(Box::new(Cluster::start(server, client)));
+    assert_eq!(
+        c.major(),
+        major,
+        "{} is not PostgreSQL {major}",
+        c.bin_dir.display()
+    );
+    clusters.insert(major, c);
+    c
+}
+
+/// The client tools of PostgreSQL 18 (pg_dump, pg_restore, psql) from `scripts/test.sh`.
+pub fn client18_bin_dir() -> PathBuf {
+    PathBuf::from(env_dir("DBBACKUP_TEST_CLIENT18_BINDIR"))
+}
+
+fn env_dir(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(dir) if Path::new(&dir).is_dir() => dir,
+        _ => panic!(
+            "{var} is not set to a directory: run the tests with `bash scripts/test.sh`, which \
+             installs PostgreSQL 13-18 into its cache and sets it"
+        ),
+    }
 }
 
 /// A running PostgreSQL cluster (local trust auth for the `postgres` superuser over the socket).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Cluster {
     /// TCP port (the server also listens on 127.0.0.1; TCP connections need a password).
     pub port: u16,
     /// Directory holding the Unix socket; use it as `PGHOST`.
     pub socket_dir: PathBuf,
-    /// Directory with `postgres`, `pg_dump`, `pg_restore`, `psql`, … of the server's version.
+    /// Directory with the server programs (`initdb`, `pg_ctl`, `postgres`).
     pub bin_dir: PathBuf,
+    /// Directory with the client tools (`pg_dump`, `pg_restore`, `psql`) used with this server:
+    /// of its major or newer.
+    pub client_dir: PathBuf,
     /// The cluster's data directory.
     pub data_dir: PathBuf,
     /// Server log file.
@@ -214,8 +267,7 @@ fn shell_quote(s: impl AsRef<OsStr>) -> String {
 // ---------------------------------------------------------------------------------------------
 
 impl Cluster {
-    fn start() -> Cluster {
-        let bin_dir = find_pg_bin_dir();
+    fn start(bin_dir: PathBuf, client_dir: PathBuf) -> Cluster {
         let root_dir = make_root_dir();
         let data_dir = root_dir.join("data");
         let socket_dir = root_dir.join("sock");
@@ -248,6 +300,7 @@ impl Cluster {
                     port,
                     socket_dir,
                     bin_dir,
+                    client_dir,
                     data_dir,
                     log_file,
                     root_dir,
@@ -284,15 +337,21 @@ impl Cluster {
     /// plus a detached watchdog that cleans up if the process is killed (e.g. Ctrl-C).
     fn register_cleanup(&self) {
         extern "C" fn stop_at_exit() {
-            if let Some(cluster) = CLUSTER.get() {
-                // Must not unwind across the FFI boundary.
-                let _ = std::panic::catch_unwind(|| cluster.stop());
-            }
+            // Must not unwind across the FFI boundary.
+            let _ = std::panic::catch_unwind(|| {
+                if let Some(cluster) = CLUSTER.get() {
+                    cluster.stop();
+                }
+                if let Ok(others) = OTHER_CLUSTERS.try_lock() {
+                    others.values().for_each(|c| c.stop());
+                }
+            });
         }
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
         // SAFETY: registering a plain extern "C" function without captured state.
-        unsafe {
+        REGISTERED.call_once(|| unsafe {
             libc::atexit(stop_at_exit);
-        }
+        });
 
         let stop = self.stop_command_line();
         let script = format!(
@@ -421,9 +480,24 @@ impl Cluster {
         )
     }
 
-    /// Path of a client/server program of the cluster's version (`pg_dump`, `psql`, …).
+    /// Path of a client program used with this server (`pg_dump`, `psql`, …).
     pub fn bin(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
+        self.client_dir.join(name)
+    }
+
+    /// The server's major version, from `postgres --version` ("postgres (PostgreSQL) 17.10").
+    pub fn major(&self) -> u32 {
+        let out = Command::new(self.bin_dir.join("postgres"))
+            .arg("--version")
+            .output()
+            .expect("run postgres --version");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text.split_whitespace().nth(2).unwrap_or_default();
+        version
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read the version in {text:?}"))
     }
 
     /// A command for a PostgreSQL client program connected (via the environment) to the cluster.
@@ -533,12 +607,18 @@ impl Cluster {
 /// A command for the `dbbackup` binary, connected to the shared cluster through `PGHOST`,
 /// `PGPORT`, `PGUSER`; `PGPASSWORD`/`PGDATABASE` removed; the cluster's bin dir first on `PATH`.
 pub fn dbbackup() -> Command {
-    let c = cluster();
+    dbbackup_for(cluster())
+}
+
+/// [`dbbackup()`] connected to cluster `c`, with `c`'s client tools first on `PATH` (so that
+/// dbbackup's own choice among the installed client versions is what is tested).
+pub fn dbbackup_for(c: &Cluster) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dbbackup"));
     cmd.env_remove("PGPASSWORD")
         .env_remove("PGDATABASE")
         .envs(c.env());
-    let mut path = std::ffi::OsString::from(c.bin_dir.as_os_str());
+    cmd.env_remove("DBBACKUP_PG_BINDIR");
+    let mut path = std::ffi::OsString::from(c.client_dir.as_os_str());
     if let Some(old) = std::env::var_os("PATH") {
         path.push(":");
         path.push(old);
