@@ -61,7 +61,7 @@ pub struct SingleArgs {
     /// Database to back up
     pub dbname: String,
     /// Output directory (created 0700; must be empty or absent)
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]
     pub dump: DumpArgs,
@@ -250,7 +250,7 @@ pub struct RestoreArgs {
 pub struct ClusterArgs {
     /// Output directory (created 0700; must be empty or absent): DIR/manifest.json (the
     /// cluster manifest), DIR/globals/, one directory per database
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Per-database time limit (90s, 30m, 2h): a database that takes longer is stopped (its
     /// queries cancelled, connections closed, pg_dump killed), marked failed, and the backup

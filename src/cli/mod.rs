@@ -4,3 +4,4 @@ pub mod args;
 pub mod cluster;
 pub mod commands;
 pub mod progress;
+pub mod usage;
