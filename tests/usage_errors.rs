@@ -96,6 +96,19 @@ fn backup_single_usage_errors_name_the_argument() {
         !Path::new(out).exists(),
         "a usage error must not create --out"
     );
+
+    // --resume of a directory holding the other kind of backup says which command resumes it.
+    let cluster_dir = tmp.path().join("cluster");
+    std::fs::create_dir(&cluster_dir).unwrap();
+    std::fs::write(cluster_dir.join("manifest.json"), r#"{"kind": "cluster"}"#).unwrap();
+    let dir = cluster_dir.to_str().unwrap();
+    assert_usage_error(
+        &["backup", "single", "mydb", "--out", dir, "--resume"],
+        &[
+            "holds a cluster backup",
+            "backup cluster --out DIR --resume",
+        ],
+    );
 }
 
 #[test]
