@@ -352,7 +352,8 @@ async fn backup_locked(
     Ok(Done::Finished)
 }
 
-fn options_record(opts: &BackupOptions) -> OptionsRecord {
+/// What a backup with `opts` records as its `options`.
+pub fn options_record(opts: &BackupOptions) -> OptionsRecord {
     OptionsRecord {
         codec: opts.codec,
         level: opts.level,

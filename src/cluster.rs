@@ -40,7 +40,7 @@ use crate::child::Child;
 use crate::chunk::{create_private_dir, ChunkReader, ChunkWriter};
 use crate::conn::ConnParams;
 use crate::error::{Error, Result};
-use crate::manifest::{now_rfc3339, Chunk, Manifest, Status, MANIFEST_FILE};
+use crate::manifest::{now_rfc3339, Chunk, Manifest, OptionsRecord, Status, MANIFEST_FILE};
 use crate::progress::{Progress, Silent};
 use crate::restore::{restore_database, RestoreOptions};
 use crate::strategy::{FormatChoice, StrategyOptions};
@@ -97,6 +97,13 @@ pub struct ClusterOptionsRecord {
     pub database_formats: Vec<String>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// Whether `--parallel-tables` was given (with `--format auto` it chooses native).
+    #[serde(default)]
+    pub parallel_tables_explicit: bool,
+    /// The options of every database's backup (what its manifest's `options` says); absent
+    /// in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<OptionsRecord>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -794,6 +801,8 @@ pub async fn backup_cluster(
                 .collect(),
             include: opts.include.clone(),
             exclude: opts.exclude.clone(),
+            parallel_tables_explicit: opts.strategy.parallel_tables_explicit.is_some(),
+            database: Some(crate::backup::options_record(&opts.db)),
         },
         globals: GlobalsRecord {
             status: Status::InProgress,

@@ -69,8 +69,9 @@ fn bounded_heap() {
     }
 }
 
-/// `--help` and `--version` print as clap does; a usage error is one line, like every other
-/// error, then exit status 2.
+/// `--help` and `--version` print as clap does; a usage error is one line naming the argument,
+/// like every other error, then exit status 2. A command without its subcommand (`dbbackup`,
+/// `dbbackup backup`) prints the help that lists them, also with status 2.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
@@ -83,13 +84,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::from(2)
         }
         _ => {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid usage")
-                .trim_start_matches("error: ");
-            eprintln!("dbbackup: error: {first} (see --help)");
+            eprintln!("dbbackup: error: {} (see --help)", cli::usage::one_line(&e));
             ExitCode::from(2)
         }
     }

@@ -23,44 +23,100 @@ pub struct Reconciled {
     pub files_deleted: usize,
 }
 
-/// Refuses to resume with options that would make chunks of the two runs disagree.
-pub fn check_options(old: &OptionsRecord, new: &OptionsRecord) -> Result<()> {
-    let mut diffs = Vec::new();
-    if old.codec != new.codec {
-        diffs.push(format!("--compress {:?} (was {:?})", new.codec, old.codec));
+/// Options given for a resumed backup that differ from the ones it was started with, each
+/// named with both values: `--chunk-size: given 4MiB, the backup was started with 8MiB`.
+#[derive(Debug, Default)]
+pub struct OptionConflicts(Vec<String>);
+
+impl OptionConflicts {
+    /// Records a conflict when `given` differs from `recorded`.
+    pub fn compare<T: PartialEq + ?Sized>(
+        &mut self,
+        flag: &str,
+        given: &T,
+        recorded: &T,
+        show: impl Fn(&T) -> String,
+    ) {
+        if given != recorded {
+            self.0.push(format!(
+                "{flag}: given {}, the backup was started with {}",
+                show(given),
+                show(recorded)
+            ));
+        }
     }
-    if old.level != new.level {
-        diffs.push(format!(
-            "--compress-level {} (was {})",
-            new.level, old.level
-        ));
+
+    /// The value an option takes on resume: the one given (compared with the recorded one),
+    /// else the recorded one; `None` when neither is known.
+    pub fn take<T: PartialEq>(
+        &mut self,
+        flag: &str,
+        given: Option<T>,
+        recorded: Option<T>,
+        show: impl Fn(&T) -> String,
+    ) -> Option<T> {
+        if let (Some(g), Some(r)) = (&given, &recorded) {
+            self.compare(flag, g, r, show);
+        }
+        given.or(recorded)
     }
-    if old.chunk_size != new.chunk_size {
-        diffs.push(format!(
-            "--chunk-size {} (was {})",
-            new.chunk_size, old.chunk_size
-        ));
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
-    if old.split_tables_larger_than != new.split_tables_larger_than {
-        diffs.push(format!(
-            "--split-tables-larger-than {} (was {})",
-            new.split_tables_larger_than, old.split_tables_larger_than
-        ));
-    }
-    if old.copy_format != new.copy_format {
-        diffs.push(format!(
-            "--copy-format {} (was {})",
-            new.copy_format, old.copy_format
-        ));
-    }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Refused(format!(
-            "cannot resume with different options: {}; resume with the options of the first run",
-            diffs.join(", ")
+
+    /// `Ok` without conflicts, else one error naming them all, made by `error` (a usage error
+    /// on the command line, a refusal in the engine).
+    pub fn into_result(self, error: fn(String) -> Error) -> Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        Err(error(format!(
+            "cannot resume with different options: {}; leave them out to resume with the options the backup was started with",
+            self.0.join("; ")
         )))
     }
+}
+
+/// A byte count the way `--chunk-size` takes it: `8MiB`, `1536KiB`, `1000` (bytes).
+pub fn size_text(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A value of a `--flag` with fixed choices as it is spelled there (`zstd`, `binary`).
+pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// Refuses to resume with options that would make chunks of the two runs disagree. (The
+/// command line takes options it is not given from the manifest, so there this only fires for
+/// callers of the library.)
+pub fn check_options(old: &OptionsRecord, new: &OptionsRecord) -> Result<()> {
+    let mut c = OptionConflicts::default();
+    c.compare("--compress", &new.codec, &old.codec, value_name);
+    c.compare("--compress-level", &new.level, &old.level, |v| {
+        v.to_string()
+    });
+    c.compare("--chunk-size", &new.chunk_size, &old.chunk_size, |v| {
+        size_text(*v)
+    });
+    c.compare(
+        "--split-tables-larger-than",
+        &new.split_tables_larger_than,
+        &old.split_tables_larger_than,
+        |v| size_text(*v),
+    );
+    c.compare("--copy-format", &new.copy_format, &old.copy_format, |v| {
+        v.clone()
+    });
+    c.into_result(Error::Refused)
 }
 
 /// Refuses to resume when the tables changed since the first run: their data would not fit
@@ -184,4 +240,44 @@ fn delete_unlisted(dir: &Path, keep: &HashSet<PathBuf>) -> Result<usize> {
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Codec;
+
+    #[test]
+    fn sizes_read_as_given() {
+        assert_eq!(size_text(8 << 20), "8MiB");
+        assert_eq!(size_text(1536 << 10), "1536KiB");
+        assert_eq!(size_text(1 << 30), "1GiB");
+        assert_eq!(size_text(1000), "1000");
+    }
+
+    #[test]
+    fn conflicts_name_both_values() {
+        let old = OptionsRecord {
+            codec: Codec::Zstd,
+            level: 3,
+            chunk_size: 8 << 20,
+            split_tables_larger_than: 32 << 20,
+            parallel_tables: 2,
+            copy_format: "auto".into(),
+        };
+        let mut new = old.clone();
+        new.parallel_tables = 8;
+        check_options(&old, &new).expect("parallelism may change");
+        new.chunk_size = 4 << 20;
+        new.codec = Codec::Gzip;
+        let e = check_options(&old, &new).unwrap_err().to_string();
+        assert!(
+            e.contains("--compress: given gzip, the backup was started with zstd"),
+            "{e}"
+        );
+        assert!(
+            e.contains("--chunk-size: given 4MiB, the backup was started with 8MiB"),
+            "{e}"
+        );
+    }
 }

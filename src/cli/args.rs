@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use dbbackup::backup::BackupOptions;
 use dbbackup::compress::Codec;
 use dbbackup::conn::ConnectOptions;
 use dbbackup::probe::CopyFormatChoice;
-use dbbackup::strategy::{FormatChoice, StrategyOptions};
-use dbbackup::Error;
+use dbbackup::strategy::FormatChoice;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,7 +59,7 @@ pub struct SingleArgs {
     /// Database to back up
     pub dbname: String,
     /// Output directory (created 0700; must be empty or absent)
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]
     pub dump: DumpArgs,
@@ -84,38 +82,42 @@ pub fn cores() -> usize {
 }
 
 /// Options of how databases are dumped, shared by `backup single` and `backup cluster`.
+///
+/// The options a backup records are `Option`s: `None` means "not given" (on the command line
+/// or through an environment variable), so that `--resume` can take them from the backup.
+/// Their defaults are applied in `resolve`.
 #[derive(Args, Debug)]
 pub struct DumpArgs {
     /// Tables copied at once (per native database), each on its own connection (default:
     /// number of CPU cores)
     #[arg(long, value_name = "N")]
     pub parallel_tables: Option<usize>,
-    /// Backup format. auto (default): native when --parallel-tables N > 1 is given
+    /// Backup format (default: auto). auto: native when --parallel-tables N > 1 is given
     /// explicitly; otherwise custom when the database (pg_database_size) is smaller than
     /// --plain-threshold, plain when it is that size or larger
-    #[arg(long, value_enum, default_value = "auto")]
-    pub format: FormatArg,
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
     /// --format auto: database size from which plain is chosen over custom
     #[arg(long, value_name = "SIZE", default_value = "5GiB", value_parser = parse_size)]
     pub plain_threshold: u64,
-    /// Compression codec of stored files
-    #[arg(long, value_enum, default_value = "zstd")]
-    pub compress: Codec,
+    /// Compression codec of stored files (default: zstd)
+    #[arg(long, value_enum)]
+    pub compress: Option<Codec>,
     /// Compression level (zstd 1-22, default 3; gzip 0-9, default 6)
     #[arg(long, value_name = "L")]
     pub compress_level: Option<i32>,
-    /// Bytes per chunk file (KiB/MiB/GiB accepted): uncompressed bytes for native backups,
-    /// stored (compressed) bytes of the stream for plain/custom
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
-    pub chunk_size: u64,
+    /// Bytes per chunk file (KiB/MiB/GiB accepted; default: 256MiB): uncompressed bytes for
+    /// native backups, stored (compressed) bytes of the stream for plain/custom
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
     /// Split tables larger than this (pg_table_size, TOAST included) into ctid ranges
     /// (default: 4 x chunk size)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub split_tables_larger_than: Option<u64>,
-    /// COPY format per table: auto = binary where every column type is a built-in base type
-    /// (or array of one) with binary I/O, text otherwise
-    #[arg(long, value_enum, default_value = "auto")]
-    pub copy_format: CopyFormatChoice,
+    /// COPY format per table (default: auto): auto = binary where every column type is a
+    /// built-in base type (or array of one) with binary I/O, text otherwise
+    #[arg(long, value_enum)]
+    pub copy_format: Option<CopyFormatChoice>,
     /// Maximum wait for each table's ACCESS SHARE lock
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub lock_wait_timeout: Duration,
@@ -124,58 +126,16 @@ pub struct DumpArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Continue the failed or interrupted backup in --out: keep its finished, re-checked
-    /// chunks and dump only what is missing (cluster: complete databases are skipped whole)
+    /// chunks and dump only what is missing (cluster: complete databases are skipped whole).
+    /// Options not given are the ones the backup was started with; a given option that would
+    /// change what is stored (format, compression, sizes, COPY format, which databases) must
+    /// equal the recorded one. Parallelism and time limits may change
     #[arg(long)]
     pub resume: bool,
     /// With --resume: accept that the missing units are read in a new snapshot (the manifest
     /// then says consistent: false)
     #[arg(long, requires = "resume")]
     pub allow_inconsistent: bool,
-}
-
-impl DumpArgs {
-    /// The engine's options for a backup into `out`, validated.
-    pub fn backup_options(
-        &self,
-        out: PathBuf,
-        snapshot: Option<String>,
-    ) -> Result<BackupOptions, Error> {
-        let level = self.compress_level.unwrap_or(self.compress.default_level());
-        self.compress.check_level(level).map_err(Error::Usage)?;
-        let parallel_tables = self.parallel_tables.unwrap_or_else(cores);
-        if parallel_tables == 0 {
-            return Err(Error::Usage("--parallel-tables must be at least 1".into()));
-        }
-        Ok(BackupOptions {
-            out,
-            parallel_tables,
-            codec: self.compress,
-            level,
-            chunk_size: self.chunk_size,
-            split_larger_than: self
-                .split_tables_larger_than
-                .unwrap_or(self.chunk_size.saturating_mul(4)),
-            copy_format: self.copy_format,
-            lock_timeout: self.lock_wait_timeout,
-            retries: self.retries,
-            resume: self.resume,
-            allow_inconsistent: self.allow_inconsistent,
-            snapshot,
-        })
-    }
-
-    pub fn strategy_options(&self) -> StrategyOptions {
-        StrategyOptions {
-            format: match self.format {
-                FormatArg::Auto => FormatChoice::Auto,
-                FormatArg::Native => FormatChoice::Native,
-                FormatArg::Plain => FormatChoice::Plain,
-                FormatArg::Custom => FormatChoice::Custom,
-            },
-            parallel_tables_explicit: self.parallel_tables,
-            plain_threshold: self.plain_threshold,
-        }
-    }
 }
 
 /// The auto rule and the stock-tool recipe, shown by `backup single --help`.
@@ -205,6 +165,17 @@ pub enum FormatArg {
     Plain,
     /// pg_dump -Fc -Z0 streamed through dbbackup's compressor; restorable with pg_restore
     Custom,
+}
+
+impl From<FormatArg> for FormatChoice {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Auto => FormatChoice::Auto,
+            FormatArg::Native => FormatChoice::Native,
+            FormatArg::Plain => FormatChoice::Plain,
+            FormatArg::Custom => FormatChoice::Custom,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -250,16 +221,16 @@ pub struct RestoreArgs {
 pub struct ClusterArgs {
     /// Output directory (created 0700; must be empty or absent): DIR/manifest.json (the
     /// cluster manifest), DIR/globals/, one directory per database
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Per-database time limit (90s, 30m, 2h): a database that takes longer is stopped (its
     /// queries cancelled, connections closed, pg_dump killed), marked failed, and the backup
-    /// goes on with the next one
-    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration_text)]
-    pub timeout: String,
-    /// Databases backed up at once
-    #[arg(long, value_name = "M", default_value_t = 1)]
-    pub parallel_databases: usize,
+    /// goes on with the next one (default: 2h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+    pub timeout: Option<String>,
+    /// Databases backed up at once (default: 1)
+    #[arg(long, value_name = "M")]
+    pub parallel_databases: Option<usize>,
     /// PATTERN=FORMAT: the format of the databases matching PATTERN (first match wins; the
     /// others get --format). Repeatable
     #[arg(long, value_name = "PATTERN=FORMAT")]

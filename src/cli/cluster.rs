@@ -6,68 +6,22 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use dbbackup::backup::BackupOptions;
-use dbbackup::cluster::{
-    ClusterBackupOptions, ClusterManifest, ClusterRestoreOptions, DbStatus, Deadline,
-};
+use dbbackup::cluster::{ClusterManifest, ClusterRestoreOptions, DbStatus, Deadline};
 use dbbackup::conn::ConnParams;
 use dbbackup::manifest::Status;
 use dbbackup::progress::Progress;
-use dbbackup::strategy::{FormatChoice, StrategyOptions};
+use dbbackup::strategy::StrategyOptions;
 use dbbackup::{Error, Result};
 
 use super::args::{cores, parse_duration, ClusterArgs, RestoreArgs};
 use super::progress::{human_bytes, reporter};
-
-/// `PATTERN=FORMAT` (the last `=` separates: patterns may contain `=`).
-fn parse_database_format(s: &str) -> Result<(String, FormatChoice)> {
-    let bad = || {
-        Error::Usage(format!(
-            "--database-format {s:?}: expected PATTERN=FORMAT with FORMAT one of auto, native, plain, custom"
-        ))
-    };
-    let (pattern, format) = s.rsplit_once('=').ok_or_else(bad)?;
-    let format = match format.trim() {
-        "auto" => FormatChoice::Auto,
-        "native" => FormatChoice::Native,
-        "plain" => FormatChoice::Plain,
-        "custom" => FormatChoice::Custom,
-        _ => return Err(bad()),
-    };
-    if pattern.is_empty() {
-        return Err(bad());
-    }
-    Ok((pattern.to_string(), format))
-}
 
 pub async fn backup_cluster(
     conn: &ConnParams,
     args: ClusterArgs,
     cancel: CancellationToken,
 ) -> Result<()> {
-    if args.parallel_databases == 0 {
-        return Err(Error::Usage(
-            "--parallel-databases must be at least 1".into(),
-        ));
-    }
-    let after = parse_duration(&args.timeout).map_err(Error::Usage)?;
-    let database_formats = args
-        .database_format
-        .iter()
-        .map(|s| parse_database_format(s))
-        .collect::<Result<Vec<_>>>()?;
-    let opts = ClusterBackupOptions {
-        out: args.out.clone(),
-        timeout: Deadline {
-            after,
-            text: args.timeout.clone(),
-        },
-        parallel_databases: args.parallel_databases,
-        include: args.include_database,
-        exclude: args.exclude_database,
-        db: args.dump.backup_options(args.out.clone(), None)?,
-        strategy: args.dump.strategy_options(),
-        database_formats,
-    };
+    let opts = super::resolve::cluster(&args)?;
     let progress: Arc<dyn Progress> = reporter(args.quiet);
     let m = dbbackup::cluster::backup_cluster(conn, &opts, progress, cancel).await?;
     print_backup_summary(&m, &args.out);

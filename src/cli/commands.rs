@@ -22,10 +22,7 @@ pub async fn backup_single(
     args: SingleArgs,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let opts = args
-        .dump
-        .backup_options(args.out.clone(), args.snapshot.clone())?;
-    let strategy_opts = args.dump.strategy_options();
+    let (opts, strategy_opts) = super::resolve::single(&args)?;
     let progress = reporter(args.quiet);
     let m = match &args.timeout {
         None => {

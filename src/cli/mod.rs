@@ -4,3 +4,5 @@ pub mod args;
 pub mod cluster;
 pub mod commands;
 pub mod progress;
+pub mod resolve;
+pub mod usage;
