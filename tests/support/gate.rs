@@ -11,7 +11,8 @@
 //! workers, so a second table, `hold`, decides the order: the coordinator locks tables in name
 //! order, `gate` before `hold`. [`hold_backup`] locks `hold` before the backup starts, so the
 //! coordinator stops there, holding `gate`; [`close_gate`] queues the gate's lock and only then
-//! lets the coordinator go on.
+//! lets the coordinator go on. (Native backups only: they have no separate probe transaction
+//! that would wait for `hold` first.)
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -99,16 +100,23 @@ pub fn hold_backup(db: &str) -> Lock {
     hold
 }
 
-/// Once the backup's coordinator waits for `hold` (so it holds its lock on `gate`), queues an
-/// exclusive lock on `gate` and then releases `hold`. Returns the gate's lock.
-pub fn close_gate(db: &str, hold: Lock) -> Lock {
-    let c = cluster();
-    c.wait_for(
+/// Waits until the backup's coordinator waits for its lock on `hold`: its snapshot is taken (by
+/// its first query), it holds its locks on the tables named before `hold`, and no worker or
+/// pg_dump has started.
+pub fn wait_for_held_coordinator(db: &str) {
+    cluster().wait_for(
         db,
         &lock_query("hold", "NOT l.granted AND l.mode = 'AccessShareLock'"),
         "t",
         120,
     );
+}
+
+/// Once the backup's coordinator waits for `hold` (so it holds its lock on `gate`), queues an
+/// exclusive lock on `gate` and then releases `hold`. Returns the gate's lock.
+pub fn close_gate(db: &str, hold: Lock) -> Lock {
+    let c = cluster();
+    wait_for_held_coordinator(db);
     let gate = lock_exclusively(db, "gate");
     c.wait_for(
         db,
