@@ -343,12 +343,18 @@ async fn backup_locked(
         sessions,
         children,
     };
-    run_jobs(&ctx, manifest).await?;
-    // Ending the transaction releases the snapshot: only now, after every reader is done.
-    client
-        .batch_execute("COMMIT")
-        .await
-        .map_err(|e| Error::query("ending the snapshot transaction", e))?;
+    let data = async {
+        run_jobs(&ctx, manifest).await?;
+        // Ending the transaction releases the snapshot: only now, after every reader is done.
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| Error::query("ending the snapshot transaction", e))
+    };
+    if let Err(e) = data.await {
+        // Asked while the coordinator's transaction is still open.
+        return Err(crate::snapshot_loss::classify(e, conn, dbname, &snapshot, cancel).await);
+    }
     Ok(Done::Finished)
 }
 
@@ -671,16 +677,7 @@ impl WorkerCtx {
                 quote_literal(&self.snapshot)
             ))
             .await
-            .map_err(|e| {
-                // 22023: the exporting transaction is gone (its connection died, the server
-                // restarted): nothing more can be read in this snapshot.
-                let hint = if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE) {
-                    " (the snapshot's transaction is gone; continue with --resume --allow-inconsistent)"
-                } else {
-                    ""
-                };
-                Error::query(format!("importing snapshot {}{hint}", self.snapshot), e)
-            })?;
+            .map_err(|e| Error::query(format!("importing snapshot {}", self.snapshot), e))?;
         Ok(session)
     }
 

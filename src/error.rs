@@ -5,6 +5,8 @@
 //! - Server errors keep their message and SQLSTATE; the CLI prints the chain on one line.
 //! - [`Error::is_retryable`] tells a retry loop whether a new attempt can help (connection lost,
 //!   backend terminated, serialization failure) or not (permission denied, undefined table).
+//! - [`Error::is_connection_loss`] tells whether the session itself ended; with it (and a look
+//!   at the server) `snapshot_loss` decides whether a backup's snapshot died.
 
 use std::path::PathBuf;
 
@@ -76,6 +78,15 @@ pub enum Error {
     /// The job was interrupted (Ctrl-C / SIGTERM).
     #[error("interrupted")]
     Interrupted,
+
+    /// A backup failed after its snapshot's transaction ended (server restart, connections
+    /// lost, the `--snapshot` transaction closed): what it read is kept, the rest can only be
+    /// read in a new snapshot. Decided in one place, `snapshot_loss::classify`.
+    #[error("{source} (the snapshot's transaction is gone; continue with --resume --allow-inconsistent)")]
+    SnapshotLost {
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -116,12 +127,26 @@ impl Error {
         }
     }
 
+    /// True when the session ended under the statement: the socket closed or broke, or the
+    /// server ended it or refused it (connection exception 08xxx, admin or crash shutdown,
+    /// cannot connect now). Its transaction, and any snapshot it held or exported, is gone.
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Query { source, .. } => {
+                pg_connection_loss(source)
+            }
+            Error::SnapshotLost { source } => source.is_connection_loss(),
+            _ => false,
+        }
+    }
+
     /// The SQLSTATE of a server error, if this is one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
             Error::Connect { source, .. } | Error::Query { source, .. } => {
                 source.as_db_error().map(|e| e.code().code())
             }
+            Error::SnapshotLost { source } => source.sqlstate(),
             _ => None,
         }
     }
@@ -129,18 +154,36 @@ impl Error {
 
 /// Connection-level failures and the SQLSTATEs a retry can cure.
 fn pg_retryable(e: &tokio_postgres::Error) -> bool {
+    pg_connection_loss(e)
+        || e.as_db_error().is_some_and(|db| {
+            // serialization_failure, deadlock_detected, lock_not_available
+            matches!(db.code().code(), "40001" | "40P01" | "55P03")
+        })
+}
+
+/// The server ended or refused the session, or the socket closed or broke.
+fn pg_connection_loss(e: &tokio_postgres::Error) -> bool {
     match e.as_db_error() {
+        // admin_shutdown, crash_shutdown, cannot_connect_now, connection exceptions (08xxx)
         Some(db) => {
-            matches!(
-                db.code().code(),
-                // admin_shutdown, crash_shutdown, cannot_connect_now, serialization_failure,
-                // deadlock_detected, lock_not_available, connection exceptions (08xxx)
-                "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03"
-            ) || db.code().code().starts_with("08")
+            let code = db.code().code();
+            matches!(code, "57P01" | "57P02" | "57P03") || code.starts_with("08")
         }
-        // No server error: the socket closed or an I/O error happened.
-        None => e.is_closed() || std::error::Error::source(e).is_some(),
+        // No server error: the socket closed, or an I/O error somewhere in the chain (a
+        // conversion error also has a source, but is no loss of the connection).
+        None => e.is_closed() || has_io_source(e),
     }
+}
+
+fn has_io_source(e: &tokio_postgres::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }
 
 /// "ERROR: message (SQLSTATE 42P01)" for server errors, the driver's text otherwise.

@@ -28,6 +28,7 @@ pub mod progress;
 pub mod restore;
 pub mod resume;
 pub mod sink;
+mod snapshot_loss;
 pub mod strategy;
 pub mod tls;
 pub mod verify;

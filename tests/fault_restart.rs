@@ -5,9 +5,8 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use support::{assert_same, cluster, dbbackup, run_ok};
+use support::{assert_same, cluster, dbbackup, gate, run_ok};
 
 fn manifest(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
@@ -19,10 +18,7 @@ fn a_server_restart_fails_the_backup_cleanly_and_resume_completes_it() {
     let db = c.unique_db("restart");
     c.create_db(&db);
     c.load_fixture(&db, "big_table.sql");
-    c.psql(
-        &db,
-        "CREATE TABLE gate(id int); INSERT INTO gate VALUES (1), (2);",
-    );
+    gate::create_gate_tables(&db);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
     let args = [
@@ -36,51 +32,45 @@ fn a_server_restart_fails_the_backup_cleanly_and_resume_completes_it() {
         "--chunk-size",
         "1MiB",
     ];
+    // Hold the backup at the gate (see tests/support/gate.rs), then restart the server under
+    // it: a worker and pg_dump wait at the gate, the other worker is wherever the machine's
+    // speed left it. The outcome must not depend on which session notices the restart first.
+    let hold = gate::hold_backup(&db);
     let backup = dbbackup()
         .args(args)
-        .arg("--out")
+        .args(["--lock-wait-timeout", "10m", "--out"])
         .arg(&out)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Hold the backup at the gate (see tests/faults.rs), then restart the server under it.
-    c.wait_for(
-        &db,
-        "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-         WHERE c.relname = 'gate' AND l.granted AND l.mode = 'AccessShareLock'",
-        "t",
-        60,
-    );
-    let mut gate = c.hold_session(
-        &db,
-        "BEGIN; LOCK TABLE gate IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);",
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.psql(
-        "postgres",
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %gate%' AND wait_event_type = 'Lock'",
-    ) == "0"
-    {
-        assert!(Instant::now() < deadline, "no COPY waiting at the gate");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let gate = gate::close_gate(&db, hold);
+    gate::wait_for_blocked_copy(&db, &[]);
+    gate::wait_for_blocked_pg_dump(&db);
     c.restart_fast();
-    let _ = gate.kill();
-    let _ = gate.wait();
+    // The restart ended the gate's session; release() only reaps its psql.
+    gate.release();
     let o = backup.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("dbbackup: error:"), "{stderr}");
     assert!(
-        stderr.contains("--resume --allow-inconsistent"),
+        stderr.contains(
+            "(the snapshot's transaction is gone; continue with --resume --allow-inconsistent)"
+        ),
         "says how to go on: {stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
     let m = manifest(&out);
     assert_eq!(m["status"], "failed");
-    assert!(m["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert!(
+        m["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--resume --allow-inconsistent")),
+        "{}",
+        m["error"]
+    );
 
     run_ok(
         dbbackup()

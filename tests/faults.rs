@@ -1,10 +1,10 @@
 //! Real faults, not mocks: a terminated backend, a killed dbbackup, a corrupted chunk, a full
 //! disk, an interrupted restore. Each proves nothing is lost and the backup finishes.
 //!
-//! Most tests make a fault deterministic with a "gate": a tiny table whose COPY blocks because
-//! another session queued an ACCESS EXCLUSIVE lock on it behind the backup's own ACCESS SHARE
-//! lock. The gate's unit is the smallest, so it runs last: every other unit is finished (and
-//! in the manifest) while the gate holds the backup still.
+//! Most tests make a fault deterministic with a "gate" (tests/support/gate.rs): a tiny table
+//! whose COPY blocks because another session queued an ACCESS EXCLUSIVE lock on it behind the
+//! backup's own ACCESS SHARE lock. The gate's unit runs last: every bigger unit is finished
+//! (and in the manifest) while the gate holds the backup still.
 
 mod support;
 
@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use support::gate::{self, Lock};
 use support::{assert_same, cluster, dbbackup, run_fail, run_ok};
 
 fn manifest(dir: &Path) -> serde_json::Value {
@@ -24,106 +25,42 @@ fn gated_db(prefix: &str) -> String {
     let db = c.unique_db(prefix);
     c.create_db(&db);
     c.load_fixture(&db, "big_table.sql");
-    c.psql(
-        &db,
-        "CREATE TABLE gate(id int); INSERT INTO gate VALUES (1), (2), (3);",
-    );
+    gate::create_gate_tables(&db);
     db
 }
 
-fn spawn_backup(db: &str, out: &Path, extra: &[&str]) -> Child {
-    dbbackup()
-        .args([
-            "backup",
-            "single",
-            "--format",
-            "native",
-            db,
-            "--parallel-tables",
-            "2",
-            "--chunk-size",
-            "1MiB",
-        ])
-        .args(extra)
-        .arg("--out")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dbbackup")
-}
-
-/// A session holding (or queued for) an ACCESS EXCLUSIVE lock.
-struct Gate {
-    db: String,
-    app: String,
-    psql: Child,
-}
-
-impl Gate {
-    /// Ends the locking session: a backend waiting for a lock or sleeping does not notice
-    /// that its client died, so it is terminated on the server.
-    fn open(mut self) {
-        let _ = self.psql.kill();
-        let _ = self.psql.wait();
-        cluster().psql(
-            "postgres",
-            &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = {} AND application_name = {}",
-                support::quote_literal(&self.db),
-                support::quote_literal(&self.app)
-            ),
-        );
-    }
-}
-
-/// Locks `table` exclusively from another session (queued behind any holder).
-fn lock_exclusively(db: &str, table: &str) -> Gate {
-    let app = format!("gate_{}", cluster().unique_db("g"));
-    let psql = cluster().hold_session(
+/// A native backup of a gated database, output piped.
+fn backup_cmd(db: &str, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = dbbackup();
+    cmd.args([
+        "backup",
+        "single",
+        "--format",
+        "native",
         db,
-        &format!(
-            "SET application_name = '{app}'; BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600);"
-        ),
-    );
-    Gate {
-        db: db.to_string(),
-        app,
-        psql,
-    }
+        "--parallel-tables",
+        "2",
+        "--chunk-size",
+        "1MiB",
+        // The coordinator waits at `hold` until the gate is closed.
+        "--lock-wait-timeout",
+        "10m",
+    ])
+    .args(extra)
+    .arg("--out")
+    .arg(out)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd
 }
 
-/// Closes the gate once the backup holds its lock on it.
-fn close_gate(db: &str) -> Gate {
-    cluster().wait_for(
-        db,
-        "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-         WHERE c.relname = 'gate' AND l.granted AND l.mode = 'AccessShareLock'",
-        "t",
-        60,
-    );
-    lock_exclusively(db, "gate")
-}
-
-/// Waits until a worker's COPY of the gate is blocked; returns its backend pid.
-fn wait_for_blocked_copy(db: &str) -> String {
-    let c = cluster();
-    let sql = format!(
-        "SELECT pid FROM pg_stat_activity WHERE datname = {} AND query LIKE 'COPY %gate%'
-         AND wait_event_type = 'Lock' LIMIT 1",
-        support::quote_literal(db)
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pid = c.psql("postgres", &sql);
-        if !pid.is_empty() {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "no worker blocked on the gate");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Starts `cmd` (a backup of `db`) with the gate closed before any worker can reach it;
+/// returns the backup and the gate's lock.
+fn start_gated(db: &str, cmd: &mut Command) -> (Child, Lock) {
+    let hold = gate::hold_backup(db);
+    let backup = cmd.spawn().expect("spawn dbbackup");
+    (backup, gate::close_gate(db, hold))
 }
 
 fn finish(child: Child) -> Output {
@@ -166,13 +103,13 @@ fn a_terminated_worker_backend_is_retried_in_the_same_snapshot() {
     let db = gated_db("faults_retry");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    let backup = spawn_backup(&db, &out, &[]);
-    let gate = close_gate(&db);
-    let pid = wait_for_blocked_copy(&db);
+    let (backup, gate) = start_gated(&db, &mut backup_cmd(&db, &out, &[]));
+    let pid = gate::wait_for_blocked_copy(&db, &[]);
     c.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
-    // Let the retry find the gate still closed once, then open it.
-    std::thread::sleep(Duration::from_millis(1500));
-    gate.open();
+    // The retry, on a new connection in the same snapshot, finds the gate still closed; then
+    // the gate opens.
+    gate::wait_for_blocked_copy(&db, &[&pid]);
+    gate.release();
     let o = finish(backup);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "backup failed: {stderr}");
@@ -218,9 +155,11 @@ fn a_killed_backup_resumes_redoing_only_missing_and_corrupted_units() {
     let db = gated_db("faults_resume");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    let mut backup = spawn_backup(&db, &out, &["--split-tables-larger-than", "4MiB"]);
-    let gate = close_gate(&db);
-    wait_for_blocked_copy(&db);
+    let (mut backup, gate) = start_gated(
+        &db,
+        &mut backup_cmd(&db, &out, &["--split-tables-larger-than", "4MiB"]),
+    );
+    gate::wait_for_blocked_copy(&db, &[]);
     // Wait until the manifest shows every unit but the gate's finished.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -240,7 +179,7 @@ fn a_killed_backup_resumes_redoing_only_missing_and_corrupted_units() {
     }
     backup.kill().unwrap(); // SIGKILL: no cleanup, no manifest update
     let _ = backup.wait();
-    gate.open();
+    gate.release();
     let before = manifest(&out);
     assert_eq!(before["status"], "in_progress");
     let first_snapshot = before["snapshot"].as_str().unwrap().to_string();
@@ -310,9 +249,8 @@ fn two_backups_cannot_write_the_same_directory() {
     let db = gated_db("faults_lock");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    let backup = spawn_backup(&db, &out, &[]);
-    let gate = close_gate(&db);
-    wait_for_blocked_copy(&db);
+    let (backup, gate) = start_gated(&db, &mut backup_cmd(&db, &out, &[]));
+    gate::wait_for_blocked_copy(&db, &[]);
     let o = run_fail(support::backup_native(&db, &out).args([
         "--chunk-size",
         "1MiB",
@@ -321,7 +259,7 @@ fn two_backups_cannot_write_the_same_directory() {
     ]));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("in use by another dbbackup"), "{stderr}");
-    gate.open();
+    gate.release();
     let o = finish(backup);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
@@ -439,7 +377,24 @@ fn an_interrupted_restore_rerun_with_clean_is_exact() {
     run_ok(support::backup_native(&db, &out).args(["--quiet", "--chunk-size", "1MiB"]));
     let target = c.unique_db("faults_rst_dst");
     c.create_db(&target);
-    // Hold the restore at the big table: lock it as soon as pre-data created it.
+    // Hold the restore in its data phase at the big table, each step waiting for what the
+    // server shows. The schema goes in as one transaction (pg_restore): it stops at its first
+    // table in `public` while another session's drop of that schema is pending.
+    let locks = |cond: &str| {
+        format!(
+            "SELECT count(*) > 0 FROM pg_locks WHERE {cond}
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    };
+    let on_public = "locktype = 'object' AND classid = 'pg_namespace'::regclass
+                     AND objid = 'public'::regnamespace::oid";
+    let schema = Lock::hold(&target, "BEGIN; DROP SCHEMA public;");
+    c.wait_for(
+        &target,
+        &locks(&format!("{on_public} AND granted")),
+        "t",
+        120,
+    );
     let mut restore = dbbackup()
         .arg("restore")
         .arg(&out)
@@ -449,17 +404,35 @@ fn an_interrupted_restore_rerun_with_clean_is_exact() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let restore_pid = nix::unistd::Pid::from_raw(restore.id() as i32);
+    c.wait_for(
+        &target,
+        &locks(&format!("{on_public} AND NOT granted")),
+        "t",
+        120,
+    );
+    // dbbackup waits for pg_restore: stopped, it cannot begin the data until continued.
+    nix::sys::signal::kill(restore_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    schema.release();
     c.wait_for(
         &target,
         "SELECT to_regclass('public.big_events') IS NOT NULL",
         "t",
-        60,
+        120,
     );
-    let lock = lock_exclusively(&target, "public.big_events");
-    std::thread::sleep(Duration::from_millis(700));
+    let on_big = "relation = 'public.big_events'::regclass";
+    let lock = gate::lock_exclusively(&target, "public.big_events");
+    c.wait_for(&target, &locks(&format!("{on_big} AND granted")), "t", 120);
+    nix::sys::signal::kill(restore_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    c.wait_for(
+        &target,
+        &locks(&format!("{on_big} AND NOT granted")),
+        "t",
+        120,
+    );
     restore.kill().unwrap(); // SIGKILL mid-restore
     let _ = restore.wait();
-    lock.open();
+    lock.release();
     // The half-restored target is not empty: a plain re-run is refused, --clean is exact.
     run_fail(
         dbbackup()
@@ -522,10 +495,9 @@ fn ctrl_c_stops_a_native_backup_cleanly_and_leaves_nothing_running() {
     let db = gated_db("faults_sigint");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    let backup = spawn_backup(&db, &out, &[]);
+    let (backup, gate) = start_gated(&db, &mut backup_cmd(&db, &out, &[]));
     let pid = backup.id();
-    let gate = close_gate(&db);
-    wait_for_blocked_copy(&db);
+    gate::wait_for_blocked_copy(&db, &[]);
     // The schema's pg_dump usually finished before the gate closed; if one still runs, it
     // must not survive the interrupt.
     let children = children_named(pid, "pg_dump");
@@ -566,7 +538,7 @@ fn ctrl_c_stops_a_native_backup_cleanly_and_leaves_nothing_running() {
         "0",
         10,
     );
-    gate.open();
+    gate.release();
 }
 
 /// Pids of the live children of `parent` whose command name is `name`.
@@ -617,26 +589,27 @@ fn a_failing_schema_dump_stops_the_backup_without_waiting_for_the_data() {
     let out = tmp.path().join("b");
     let mut cmd = support::backup_native(&db, &out);
     cmd.args(["--parallel-tables", "2", "--chunk-size", "1MiB"])
+        .args(["--lock-wait-timeout", "10m"])
         .env("DBBACKUP_PG_BINDIR", &bin)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut backup = cmd.spawn().unwrap();
     // Hold the data back at the gate, then let pg_dump fail: only the schema's failure can
     // end the backup while the gate stays closed.
-    let gate = close_gate(&db);
-    wait_for_blocked_copy(&db);
+    let (mut backup, gate) = start_gated(&db, &mut cmd);
+    gate::wait_for_blocked_copy(&db, &[]);
     std::fs::write(&go, b"").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Not a race: the gate stays closed, so only a hang could make the backup this late.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while backup.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
-            gate.open();
+            gate.release();
             let _ = backup.kill();
             panic!("the backup waited for its data although pg_dump had failed");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    gate.open();
+    gate.release();
     let o = finish(backup);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");

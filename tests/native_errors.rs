@@ -813,10 +813,28 @@ fn children_of(parent: u32) -> Vec<u32> {
     out
 }
 
+/// Adds the argument vectors of `parent`'s pg_dump children not yet in `seen`.
+fn record_pg_dumps(parent: u32, seen: &mut Vec<Vec<String>>) {
+    for pid in children_of(parent) {
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(text)
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("pg_dump")) && !seen.contains(&args) {
+            seen.push(args);
+        }
+    }
+}
+
 #[test]
 fn pg_dump_command_line_carries_no_password() {
     let c = cluster();
     let db = big_db("errs_cmdline");
+    support::gate::create_gate_tables(&db);
     let role = password_role("errs_cmdline_role", SECRET);
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
@@ -830,29 +848,30 @@ fn pg_dump_command_line_carries_no_password() {
         "--quiet",
         "--parallel-tables",
         "2",
+        "--lock-wait-timeout",
+        "10m",
     ])
     .arg("--out")
     .arg(&out_dir)
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    let hold = support::gate::hold_backup(&db);
     let mut child = cmd.spawn().expect("spawn dbbackup");
     let parent = child.id();
+    // Held at the gate (tests/support/gate.rs), the schema's first pg_dump is certainly running
+    // when its command line is read; the later one is caught by polling.
+    let gate = support::gate::close_gate(&db, hold);
+    support::gate::wait_for_blocked_pg_dump(&db);
     let mut seen: Vec<Vec<String>> = Vec::new();
+    record_pg_dumps(parent, &mut seen);
+    assert!(
+        !seen.is_empty(),
+        "no pg_dump child of dbbackup (pid {parent}) while pg_dump waits at the gate"
+    );
+    gate.release();
     let status = loop {
-        for pid in children_of(parent) {
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(text)
-                .collect();
-            if args.first().is_some_and(|a| a.ends_with("pg_dump")) && !seen.contains(&args) {
-                seen.push(args);
-            }
-        }
+        record_pg_dumps(parent, &mut seen);
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
@@ -860,10 +879,6 @@ fn pg_dump_command_line_carries_no_password() {
     };
     let out = child.wait_with_output().unwrap();
     assert!(status.success(), "{}", describe(&out));
-    assert!(
-        !seen.is_empty(),
-        "no pg_dump child of dbbackup (pid {parent}) was seen while the backup ran"
-    );
     for args in &seen {
         let line = args.join(" ");
         assert!(
@@ -915,49 +930,19 @@ impl Session {
     }
 }
 
-/// Polls `sql` (a boolean query) in `db` until it answers `t`.
-fn wait_until(db: &str, sql: &str, what: &str, backup: &mut std::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if cluster().psql(db, sql) == "t" {
-            return;
-        }
-        if let Some(status) = backup.try_wait().unwrap() {
-            panic!("the backup ended ({status}) before {what}");
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Backends of the backup's COPY workers: they run nothing but the snapshot import and COPYs.
-const WORKERS_CTE: &str = "WITH workers AS (
-    SELECT pid, state, query FROM pg_stat_activity
-    WHERE datname = current_database() AND pid <> pg_backend_pid()
-      AND (query LIKE 'COPY %'
-           OR query LIKE 'BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT%'))";
-
-/// Design (deterministic): the backup's snapshot exists once a COPY worker runs (workers import
-/// it). We commit our writes only after seeing both workers busy copying the two big tables,
-/// while no worker has touched the small table `t` yet (a worker keeps an ACCESS SHARE lock on
-/// every table it copied until its transaction ends). So the writes commit strictly after the
-/// snapshot was exported, and `t` is copied strictly after the commit: a worker reading outside
-/// the snapshot would see the new rows.
-///
-/// (A first design — hold ACCESS EXCLUSIVE on a table so the coordinator waits for its lock
-/// after its first catalog query — does not work: `backup single` first runs a separate probe
-/// transaction (src/strategy.rs `run_probe`) that waits for the same locks and commits, and the
-/// coordinator's snapshot is only taken after that; rows committed during the wait are then,
-/// correctly, part of the later snapshot.)
+/// Design (deterministic): a native backup's coordinator takes its snapshot with its first
+/// query, then locks every table in name order. An exclusive lock on `hold`, taken before the
+/// backup starts, stops it there (tests/support/gate.rs): the snapshot exists, and no worker
+/// and no pg_dump has read anything. We commit our writes now, then let the backup go on: a
+/// reader outside the snapshot would see the new rows.
 #[test]
 fn commits_made_while_the_backup_runs_are_not_in_it() {
     let c = cluster();
     let db = big_db("errs_concurrent");
     c.psql(
         &db,
-        "CREATE TABLE big_events2 AS SELECT * FROM big_events; \
-         CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 10); \
-         ANALYZE",
+        "CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 10); \
+         CREATE TABLE hold(id int); ANALYZE",
     );
     let before = c.fingerprint(&db);
     assert_eq!(before.tables["public.t"].0, 10);
@@ -965,42 +950,30 @@ fn commits_made_while_the_backup_runs_are_not_in_it() {
 
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
-    let mut backup = support::backup_native(&db, &out_dir)
-        .args(["--quiet", "--parallel-tables", "2"])
+    let hold = support::gate::hold_backup(&db);
+    let backup = support::backup_native(&db, &out_dir)
+        .args([
+            "--quiet",
+            "--parallel-tables",
+            "2",
+            "--lock-wait-timeout",
+            "10m",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn backup");
-
-    let t_untouched = "NOT EXISTS (SELECT 1 FROM pg_locks l JOIN workers w ON w.pid = l.pid \
-                       WHERE l.locktype = 'relation' AND l.relation = 'public.t'::regclass)";
-    wait_until(
+    support::gate::wait_for_held_coordinator(&db);
+    c.psql(
         &db,
-        &format!(
-            "{WORKERS_CTE} SELECT (SELECT count(DISTINCT query) FROM workers WHERE state = 'active' \
-               AND (query LIKE 'COPY \"public\".\"big_events\" %' \
-                    OR query LIKE 'COPY \"public\".\"big_events2\" %')) = 2 AND {t_untouched}"
-        ),
-        "both workers copying the big tables",
-        &mut backup,
+        "BEGIN; \
+         INSERT INTO t SELECT generate_series(11, 20); \
+         UPDATE t SET id = -id WHERE id = 1; \
+         INSERT INTO big_events SELECT id + 1000000, kind, payload, note FROM big_events WHERE id <= 1000; \
+         COMMIT;",
     );
-    // Commit the writes, then check that t's copy had still not begun after the commit.
-    let t_copied_later = c.psql(
-        &db,
-        &format!(
-            "BEGIN; \
-             INSERT INTO t SELECT generate_series(11, 20); \
-             UPDATE t SET id = -id WHERE id = 1; \
-             INSERT INTO big_events SELECT id + 1000000, kind, payload, note FROM big_events WHERE id <= 1000; \
-             COMMIT; \
-             {WORKERS_CTE} SELECT {t_untouched}"
-        ),
-    );
-    assert_eq!(
-        t_copied_later, "t",
-        "test setup: a worker copied t before the concurrent commit; the backup is too fast for this test"
-    );
+    hold.release();
 
     let out = backup.wait_with_output().unwrap();
     assert!(out.status.success(), "backup failed\n{}", describe(&out));

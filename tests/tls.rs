@@ -340,8 +340,14 @@ async fn cancel_reaches_a_session_that_requires_tls() {
     let p = params("127.0.0.1", &[("PGSSLMODE", "require")], None);
     let s = p.connect("postgres").await.unwrap();
     let token = s.cancel.clone();
+    let pid = s.backend_pid;
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Once the statement runs: a cancel that arrives before it is ignored.
+        let running =
+            format!("SELECT wait_event = 'PgSleep' FROM pg_stat_activity WHERE pid = {pid}");
+        tokio::task::spawn_blocking(move || cluster().wait_for("postgres", &running, "t", 120))
+            .await
+            .unwrap();
         dbbackup::conn::cancel_query(&token).await
     });
     let e = s

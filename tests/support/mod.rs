@@ -8,13 +8,16 @@
 //! * [`dbbackup()`], [`run_ok()`], [`run_fail()`]: running the `dbbackup` binary against that
 //!   cluster, with `pg_dump` & co. of the server's version first on `PATH`;
 //! * [`Cluster::fingerprint()`] and [`assert_same()`]: a comparison of two databases (schema,
-//!   table contents, sequence states, large objects) that reports precisely what differs.
+//!   table contents, sequence states, large objects) that reports precisely what differs;
+//! * [`gate`]: holding a native backup still at a known point, without sleeps.
 //!
 //! The harness deliberately does not use the `dbbackup` library crate, so it keeps working while
 //! the library is being changed. A missing PostgreSQL installation makes the tests fail (panic);
 //! it never skips them.
 
 #![allow(dead_code)]
+
+pub mod gate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr};
