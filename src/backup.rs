@@ -6,7 +6,7 @@
 //! import it with `SET TRANSACTION SNAPSHOT`, so every row comes from the same instant.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,6 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::child::ChildSet;
-use crate::chunk::create_private_dir;
 use crate::compress::Codec;
 use crate::conn::{ConnParams, Session};
 use crate::copy::{dump_unit, kind_of};
@@ -38,7 +37,7 @@ const MANIFEST_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// Options of a native backup (the CLI's flags, validated).
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
-    pub out: PathBuf,
+    pub out: crate::storage::Store,
     pub parallel_tables: usize,
     pub codec: Codec,
     pub level: i32,
@@ -73,20 +72,8 @@ enum Event {
 }
 
 /// Refuses an output directory that holds anything; creates it private (0700).
-pub fn prepare_out_dir(out: &Path) -> Result<()> {
-    match std::fs::read_dir(out) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(Error::Refused(format!(
-                    "output directory {} is not empty; choose a new directory",
-                    out.display()
-                )));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_private_dir(out),
-        Err(e) => Err(Error::io("opening output directory", out, e)),
-    }
+pub fn prepare_out_dir(out: &crate::storage::Store) -> Result<()> {
+    out.prepare_new()
 }
 
 /// Cancel keys of every session a backup opened, so that stopping it (failure, Ctrl-C, a
@@ -154,7 +141,7 @@ pub async fn backup_native(
     cancel: CancellationToken,
 ) -> Result<Manifest> {
     if opts.resume {
-        if !opts.out.join(crate::manifest::MANIFEST_FILE).exists() {
+        if !opts.out.exists(crate::manifest::MANIFEST_FILE)? {
             return Err(Error::Refused(format!(
                 "nothing to resume: {} has no manifest.json",
                 opts.out.display()
@@ -500,7 +487,7 @@ async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Result<()> {
         let children = ctx.children.clone();
         Some(tokio::task::spawn_blocking(
             move || -> Result<Vec<SchemaFile>> {
-                create_private_dir(&root.join("schema"))?;
+                root.create_dir("schema")?;
                 ["pre-data", "post-data"]
                     .iter()
                     .map(|section| {

@@ -1,32 +1,21 @@
 //! Chunk files: how bytes become part of a backup, and how they are read back.
 //!
-//! A chunk is written under a temporary name, compressed and hashed on the way, fsynced, then
-//! renamed into place (and the directory fsynced). Only then is it returned as a [`Chunk`]
-//! that the caller may list in the manifest. Reading verifies size and SHA-256 of the stored
-//! bytes as they stream; [`ChunkReader::finish`] reports a mismatch.
+//! A chunk is compressed and hashed on the way into the store, which makes it visible only
+//! once it is durable (see [`crate::storage`]). Only then is it returned as a [`Chunk`] that
+//! the caller may list in the manifest. Reading verifies size and SHA-256 of the stored bytes
+//! as they stream; [`ChunkReader::finish`] reports a mismatch.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::compress::{Codec, Decoder, Encoder};
 use crate::error::{Error, Result};
-use crate::manifest::{sync_dir, Chunk};
+use crate::manifest::Chunk;
+use crate::storage::{ObjectWriter, Store};
 
-/// Suffix of files being written; anything with it is garbage after a crash.
-pub const TMP_SUFFIX: &str = ".tmp";
-
-/// Creates `dir` (and parents) private to the owner (0700).
-pub fn create_private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io("creating directory", dir, e))
-}
+pub use crate::storage::local::{create_private_dir, TMP_SUFFIX};
 
 /// Counts and hashes every byte written through it.
 pub struct HashingWriter<W> {
@@ -48,39 +37,42 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Writes one chunk file. Dropping it without [`ChunkWriter::finish`] deletes the temp file.
+/// Writes one chunk. Dropping it without [`ChunkWriter::finish`] abandons the object, which
+/// then never becomes visible.
 pub struct ChunkWriter {
-    encoder: Option<Encoder<HashingWriter<BufWriter<File>>>>,
-    root: PathBuf,
+    encoder: Option<Encoder<HashingWriter<Box<dyn ObjectWriter>>>>,
+    path: PathBuf,
     rel: String,
-    tmp: PathBuf,
     codec: Codec,
     raw_bytes: u64,
 }
 
+/// The largest object a chunk may become: its payload limit plus what a chunk overshoots by
+/// (one row) is not known, so object stores size their parts for this many bytes.
+pub const CHUNK_SIZE_HINT: u64 = 64 * 1024 * 1024 * 1024;
+
 impl ChunkWriter {
-    /// Starts `root/rel` (written as `root/rel.tmp` until finished). The parent must exist.
-    pub fn create(root: &Path, rel: &str, codec: Codec, level: i32, threads: u32) -> Result<Self> {
-        let tmp = root.join(format!("{rel}{TMP_SUFFIX}"));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io("creating chunk", &tmp, e))?;
+    /// Starts object `rel` of `store`. On a file system its directory must exist.
+    pub fn create(
+        store: &Store,
+        rel: &str,
+        codec: Codec,
+        level: i32,
+        threads: u32,
+    ) -> Result<Self> {
+        let path = store.describe(rel);
+        let object = store.create(rel, CHUNK_SIZE_HINT)?;
         let hashing = HashingWriter {
-            inner: BufWriter::with_capacity(256 * 1024, file),
+            inner: object,
             hasher: Sha256::new(),
             bytes: 0,
         };
         let encoder = Encoder::new(codec, level, threads, hashing)
-            .map_err(|e| Error::io("starting compressor for", &tmp, e))?;
+            .map_err(|e| Error::io("starting compressor for", &path, e))?;
         Ok(ChunkWriter {
             encoder: Some(encoder),
-            root: root.to_path_buf(),
+            path,
             rel: rel.to_string(),
-            tmp,
             codec,
             raw_bytes: 0,
         })
@@ -98,7 +90,7 @@ impl ChunkWriter {
         self.raw_bytes
     }
 
-    /// Completes the file: codec trailer, fsync, rename into place, fsync of the directory.
+    /// Completes the chunk: codec trailer, then the store makes it durable and visible.
     pub fn finish(mut self, rows: u64) -> Result<Chunk> {
         let enc = self.encoder.take().expect("not finished");
         let hashing = enc.finish().map_err(|e| self.write_error(e))?;
@@ -107,14 +99,19 @@ impl ChunkWriter {
             hasher,
             bytes,
         } = hashing;
-        let file = inner
-            .into_inner()
-            .map_err(|e| self.write_error(e.into_error()))?;
-        file.sync_all().map_err(|e| self.write_error(e))?;
-        drop(file);
-        let dest = self.root.join(&self.rel);
-        fs::rename(&self.tmp, &dest).map_err(|e| Error::io("renaming chunk", &dest, e))?;
-        sync_dir(dest.parent().unwrap_or(&self.root))?;
+        let stored = inner.finish().map_err(|e| match e {
+            Error::DiskFull { path, .. } => Error::DiskFull {
+                path,
+                written: self.raw_bytes,
+            },
+            e => e,
+        })?;
+        if stored != bytes {
+            return Err(Error::corrupt(
+                &self.path,
+                format!("the store holds {stored} bytes, {bytes} were written"),
+            ));
+        }
         Ok(Chunk {
             file: self.rel.clone(),
             codec: self.codec,
@@ -128,20 +125,11 @@ impl ChunkWriter {
     fn write_error(&self, e: io::Error) -> Error {
         if e.raw_os_error() == Some(libc::ENOSPC) {
             return Error::DiskFull {
-                path: self.root.join(&self.rel),
+                path: self.path.clone(),
                 written: self.raw_bytes,
             };
         }
-        Error::io("writing chunk", &self.tmp, e)
-    }
-}
-
-impl Drop for ChunkWriter {
-    fn drop(&mut self) {
-        if self.encoder.is_some() {
-            // Abandoned (error or cancel): a partial file must never look like a chunk.
-            let _ = fs::remove_file(&self.tmp);
-        }
+        Error::io("writing chunk", &self.path, e)
     }
 }
 
@@ -163,22 +151,17 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Reads a chunk's decompressed payload while checking the stored bytes against the manifest.
 pub struct ChunkReader {
-    decoder: Decoder<BufReader<HashingReader<File>>>,
+    decoder: Decoder<BufReader<HashingReader<Box<dyn Read + Send>>>>,
     path: PathBuf,
     expected: Chunk,
 }
 
 impl ChunkReader {
-    pub fn open(root: &Path, chunk: &Chunk) -> Result<Self> {
-        let path = root.join(&chunk.file);
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::corrupt(&path, "chunk file is missing"),
-            _ => Error::io("opening chunk", &path, e),
-        })?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("reading metadata of", &path, e))?
-            .len();
+    pub fn open(store: &Store, chunk: &Chunk) -> Result<Self> {
+        let path = store.describe(&chunk.file);
+        let Some((file, len)) = store.open(&chunk.file)? else {
+            return Err(Error::corrupt(&path, "chunk file is missing"));
+        };
         if len != chunk.stored_bytes {
             return Err(Error::corrupt(
                 &path,

@@ -37,12 +37,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::{prepare_out_dir, BackupOptions};
 use crate::child::Child;
-use crate::chunk::{create_private_dir, ChunkReader, ChunkWriter};
+use crate::chunk::{ChunkReader, ChunkWriter};
 use crate::conn::ConnParams;
 use crate::error::{Error, Result};
 use crate::manifest::{now_rfc3339, Chunk, Manifest, OptionsRecord, Status, MANIFEST_FILE};
 use crate::progress::{Progress, Silent};
 use crate::restore::{restore_database, RestoreOptions};
+use crate::storage::Store;
 use crate::strategy::{FormatChoice, StrategyOptions};
 
 /// Version of the cluster manifest layout; readers refuse newer ones.
@@ -175,7 +176,7 @@ pub struct DatabaseEntry {
 
 impl ClusterManifest {
     /// Reads and validates `DIR/manifest.json` of a cluster backup.
-    pub fn load(dir: &Path) -> Result<ClusterManifest> {
+    pub fn load(dir: &Store) -> Result<ClusterManifest> {
         let (path, v) = crate::manifest::read_versioned(dir, CLUSTER_FORMAT_VERSION, "cluster ")?;
         if v.get("kind").and_then(|k| k.as_str()) != Some(CLUSTER_KIND) {
             return Err(Error::manifest(&path, "not a cluster backup manifest"));
@@ -206,7 +207,7 @@ impl ClusterManifest {
     }
 
     /// Atomically replaces `DIR/manifest.json` (temp file, fsync, rename, fsync of the directory).
-    pub fn store(&self, dir: &Path) -> Result<()> {
+    pub fn store(&self, dir: &Store) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("cluster manifest serializes");
         crate::manifest::store_atomically(dir, &json)
     }
@@ -241,8 +242,8 @@ impl ClusterManifest {
 
 /// True when `DIR/manifest.json` is a cluster manifest (`kind: "cluster"`). Anything else,
 /// including a missing or unreadable manifest, is not (the single-database path reports it).
-pub fn is_cluster_backup(dir: &Path) -> bool {
-    let Ok(text) = fs::read(dir.join(MANIFEST_FILE)) else {
+pub fn is_cluster_backup(dir: &Store) -> bool {
+    let Ok(Some(text)) = dir.read_small(MANIFEST_FILE) else {
         return false;
     };
     serde_json::from_slice::<serde_json::Value>(&text)
@@ -394,7 +395,7 @@ enum Stopped {
 pub async fn run_guarded<F, Fut>(
     conn: &ConnParams,
     dbname: &str,
-    out: &Path,
+    out: &Store,
     deadline: Option<&Deadline>,
     cancel: &CancellationToken,
     job: F,
@@ -407,7 +408,7 @@ where
     // in the way, nor a directory of somebody else's files.
     let touchable = match Manifest::load(out) {
         Ok(m) => m.status != Status::Complete,
-        Err(_) => fs::read_dir(out).map_or(true, |mut d| d.next().is_none()),
+        Err(_) => out.list().map_or(true, |objects| objects.is_empty()),
     };
     let mark_failed = |reason: &str| {
         if touchable {
@@ -554,7 +555,7 @@ fn kill_tagged_children(tag: &str) {
 
 /// Marks `out/manifest.json` failed with `reason` (written as a minimal failed manifest when
 /// the job never wrote one). Best effort: the reason is reported elsewhere as well.
-fn mark_failed(out: &Path, dbname: &str, reason: &str) {
+fn mark_failed(out: &Store, dbname: &str, reason: &str) {
     if let Ok(mut m) = Manifest::load(out) {
         m.status = Status::Failed;
         m.error = Some(reason.to_string());
@@ -564,7 +565,7 @@ fn mark_failed(out: &Path, dbname: &str, reason: &str) {
         let _ = m.store(out);
         return;
     }
-    if out.join(MANIFEST_FILE).exists() || create_private_dir(out).is_err() {
+    if out.exists(MANIFEST_FILE).unwrap_or(true) || out.create_dir("").is_err() {
         return;
     }
     let now = now_rfc3339();
@@ -611,7 +612,7 @@ fn mark_failed(out: &Path, dbname: &str, reason: &str) {
 /// Options of `backup cluster`.
 #[derive(Debug, Clone)]
 pub struct ClusterBackupOptions {
-    pub out: PathBuf,
+    pub out: crate::storage::Store,
     pub timeout: Deadline,
     pub parallel_databases: usize,
     pub include: Vec<String>,
@@ -845,7 +846,7 @@ pub async fn backup_cluster(
             let Some(old) = prev.databases.iter().find(|d| d.name == entry.name) else {
                 continue;
             };
-            let dir = opts.out.join(&old.dir);
+            let dir = opts.out.sub(&old.dir);
             let complete = old.status == DbStatus::Complete
                 && Manifest::load(&dir).is_ok_and(|m| m.status == Status::Complete);
             if complete {
@@ -919,7 +920,7 @@ pub async fn backup_cluster(
             let Some(i) = queue.pop_front() else { break };
             let entry = &manifest.databases[i];
             let name = entry.name.clone();
-            let out = opts.out.join(&entry.dir);
+            let out = opts.out.sub(&entry.dir);
             let mut db_opts = opts.db.clone();
             db_opts.out = out.clone();
             if opts.db.resume {
@@ -930,8 +931,13 @@ pub async fn backup_cluster(
                         && !m.server_version.is_empty()
                 });
                 db_opts.resume = resumable;
-                if !resumable && out.exists() {
-                    if let Err(e) = std::fs::remove_dir_all(&out) {
+                if !resumable {
+                    let cleared = out.clean_incomplete().and_then(|_| {
+                        out.list()?
+                            .into_iter()
+                            .try_for_each(|(name, _)| out.delete(&name))
+                    });
+                    if let Err(e) = cleared {
                         progress.note(&format!(
                             "database {name}: cannot clear {}: {e}",
                             out.display()
@@ -982,7 +988,7 @@ pub async fn backup_cluster(
         done += 1;
         let entry = &mut manifest.databases[i];
         entry.duration_secs = secs;
-        let dir = opts.out.join(&entry.dir);
+        let dir = opts.out.sub(&entry.dir);
         let m = Manifest::load(&dir).ok();
         if let Some(m) = &m {
             entry.strategy = Some(m.strategy.kind.as_str().to_string());
@@ -1037,12 +1043,12 @@ pub async fn backup_cluster(
 /// connection settings (never a password on the command line).
 fn dump_globals(
     conn: &ConnParams,
-    out: &Path,
+    out: &Store,
     codec: crate::compress::Codec,
     level: i32,
     superuser: bool,
 ) -> Result<Chunk> {
-    create_private_dir(&out.join(GLOBALS_DIR))?;
+    out.create_dir(GLOBALS_DIR)?;
     let mut args: Vec<OsString> = vec![
         "--globals-only".into(),
         "--no-password".into(),
@@ -1066,7 +1072,7 @@ fn dump_globals(
     loop {
         let n = stdout
             .read(&mut buf)
-            .map_err(|e| Error::io("reading pg_dumpall output for", out.join(&rel), e))?;
+            .map_err(|e| Error::io("reading pg_dumpall output for", out.describe(&rel), e))?;
         if n == 0 {
             break;
         }
@@ -1082,7 +1088,7 @@ fn dump_globals(
 
 #[derive(Debug, Clone)]
 pub struct ClusterRestoreOptions {
-    pub dir: PathBuf,
+    pub dir: crate::storage::Store,
     /// `--database NAME`: restore only these (empty = all).
     pub databases: Vec<String>,
     pub clean: bool,
@@ -1219,7 +1225,7 @@ pub async fn restore_cluster(
         }
         progress.note(&format!("database {}: restoring", d.name));
         let ropts = RestoreOptions {
-            dir: opts.dir.join(&d.dir),
+            dir: opts.dir.sub(&d.dir),
             target: d.name.clone(),
             create: true,
             clean: opts.clean,
@@ -1250,7 +1256,7 @@ pub async fn restore_cluster(
 
 /// Feeds the globals SQL to psql without ON_ERROR_STOP, so that one role that exists already
 /// does not stop the rest; every error line psql prints is sorted into the outcome.
-fn restore_globals(conn: &ConnParams, dir: &Path, chunk: &Chunk) -> GlobalsOutcome {
+fn restore_globals(conn: &ConnParams, dir: &Store, chunk: &Chunk) -> GlobalsOutcome {
     let mut outcome = GlobalsOutcome::default();
     // Small: checked whole before psql sees a byte of it.
     if let Err(e) = crate::verify::verify_chunk(dir, chunk, crate::verify::Payload::Opaque) {
@@ -1277,7 +1283,7 @@ fn restore_globals(conn: &ConnParams, dir: &Path, chunk: &Chunk) -> GlobalsOutco
         )?;
         let mut stdin = child.stdin().expect("piped");
         let mut reader = ChunkReader::open(dir, chunk)?;
-        let path = dir.join(&chunk.file);
+        let path = dir.describe(&chunk.file);
         std::io::copy(&mut reader, &mut stdin)
             .map_err(|e| Error::io("feeding psql from", &path, e))?;
         drop(stdin);
@@ -1319,7 +1325,7 @@ fn restore_globals(conn: &ConnParams, dir: &Path, chunk: &Chunk) -> GlobalsOutco
 
 /// Verifies a cluster backup: the globals chunk and every complete database's directory
 /// (with [`crate::verify::verify_dir`]); failed databases are reported as problems.
-pub fn verify_cluster(dir: &Path) -> Result<crate::verify::Report> {
+pub fn verify_cluster(dir: &Store) -> Result<crate::verify::Report> {
     let m = ClusterManifest::load(dir)?;
     let mut report = crate::verify::Report::default();
     match (&m.globals.file, m.globals.status) {
@@ -1332,7 +1338,7 @@ pub fn verify_cluster(dir: &Path) -> Result<crate::verify::Report> {
             }
         }
         _ => report.problems.push(Error::manifest(
-            dir.join(MANIFEST_FILE),
+            dir.describe(MANIFEST_FILE),
             format!(
                 "the globals failed: {}",
                 m.globals.error.as_deref().unwrap_or("no file")
@@ -1342,7 +1348,7 @@ pub fn verify_cluster(dir: &Path) -> Result<crate::verify::Report> {
     for d in &m.databases {
         match d.status {
             DbStatus::Skipped => {}
-            DbStatus::Complete => match crate::verify::verify_dir(&dir.join(&d.dir)) {
+            DbStatus::Complete => match crate::verify::verify_dir(&dir.sub(&d.dir)) {
                 Ok(r) => {
                     report.files += r.files;
                     report.stored_bytes += r.stored_bytes;
@@ -1356,7 +1362,7 @@ pub fn verify_cluster(dir: &Path) -> Result<crate::verify::Report> {
                 Err(e) => report.problems.push(e),
             },
             _ => report.problems.push(Error::manifest(
-                dir.join(MANIFEST_FILE),
+                dir.describe(MANIFEST_FILE),
                 format!(
                     "database {:?} failed: {}",
                     d.name,

@@ -43,6 +43,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An object store refused or failed a request (after its retries): the operation, the
+    /// object (`s3://bucket/key`) and the store's error code.
+    #[error("{op} {location}: {detail}")]
+    Storage {
+        op: String,
+        location: String,
+        detail: String,
+    },
+
     /// The file system is full (ENOSPC).
     #[error("disk full while writing {} ({written} bytes of it written); free space, then continue with --resume", .path.display())]
     DiskFull { path: PathBuf, written: u64 },

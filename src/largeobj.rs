@@ -57,7 +57,7 @@ const METADATA_BATCH: usize = 500;
 /// Writes the metadata script of every large object (none: no file) in the caller's snapshot.
 /// Statements of one object are separated from the next by a NUL byte, which SQL text cannot
 /// contain.
-pub async fn dump_metadata(client: &Client, root: &std::path::Path) -> Result<Option<Chunk>> {
+pub async fn dump_metadata(client: &Client, root: &crate::storage::Store) -> Result<Option<Chunk>> {
     use futures_util::TryStreamExt;
     let rows = client
         .query_raw(METADATA_SQL, std::iter::empty::<i32>())
@@ -74,7 +74,7 @@ pub async fn dump_metadata(client: &Client, root: &std::path::Path) -> Result<Op
         let w = match writer.as_mut() {
             Some(w) => w,
             None => {
-                crate::chunk::create_private_dir(&root.join("large_objects"))?;
+                root.create_dir("large_objects")?;
                 writer.insert(ChunkWriter::create(root, METADATA_FILE, Codec::None, 0, 0)?)
             }
         };
@@ -90,7 +90,7 @@ pub async fn dump_metadata(client: &Client, root: &std::path::Path) -> Result<Op
 /// and size proved it intact.
 pub async fn restore_metadata(
     client: &Client,
-    root: &std::path::Path,
+    root: &crate::storage::Store,
     chunk: &Chunk,
 ) -> Result<()> {
     let what = || format!("restoring large-object metadata from {}", chunk.file);

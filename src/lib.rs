@@ -29,6 +29,7 @@ pub mod restore;
 pub mod resume;
 pub mod sink;
 mod snapshot_loss;
+pub mod storage;
 pub mod strategy;
 pub mod tls;
 pub mod verify;

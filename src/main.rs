@@ -101,6 +101,7 @@ async fn shutdown_signal() {
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
+    cli::location::set_s3_endpoint(cli.s3_endpoint.clone());
     let conn = ConnParams::resolve(&cli.conn)?;
     match cli.command {
         Command::Backup(BackupCommand::Single(args)) => {

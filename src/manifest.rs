@@ -6,16 +6,14 @@
 //! The format is documented in `docs/manifest.md`; bump [`FORMAT_VERSION`] on any change that an
 //! older reader would misread.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Codec;
 use crate::copyfmt::CopyFormat;
 use crate::error::{Error, Result};
+use crate::storage::Store;
 
 /// Version of the manifest layout written by this build; readers refuse newer ones.
 pub const FORMAT_VERSION: u32 = 1;
@@ -307,7 +305,7 @@ impl Manifest {
     }
 
     /// Reads and validates `DIR/manifest.json`.
-    pub fn load(dir: &Path) -> Result<Manifest> {
+    pub fn load(dir: &Store) -> Result<Manifest> {
         let (path, value) = read_versioned(dir, FORMAT_VERSION, "")?;
         let manifest: Manifest = serde_json::from_value(value)
             .map_err(|e| Error::manifest(&path, format!("malformed: {e}")))?;
@@ -317,8 +315,8 @@ impl Manifest {
         Ok(manifest)
     }
 
-    /// Atomically replaces `DIR/manifest.json`: write a temp file, fsync, rename, fsync the directory.
-    pub fn store(&self, dir: &Path) -> Result<()> {
+    /// Atomically replaces `DIR/manifest.json` (see [`store_atomically`]).
+    pub fn store(&self, dir: &Store) -> Result<()> {
         store_atomically(
             dir,
             &serde_json::to_vec_pretty(self).expect("manifest serializes"),
@@ -330,17 +328,14 @@ impl Manifest {
 /// build reads (`label` names the kind in messages, e.g. "cluster "). Returns the path too, for
 /// the caller's own messages.
 pub fn read_versioned(
-    dir: &Path,
+    dir: &Store,
     newest: u32,
     label: &str,
 ) -> Result<(PathBuf, serde_json::Value)> {
-    let path = dir.join(MANIFEST_FILE);
-    let text = fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::manifest(&path, "not found: is this a dbbackup backup directory?")
-        }
-        _ => Error::io("reading", &path, e),
-    })?;
+    let path = dir.describe(MANIFEST_FILE);
+    let text = dir
+        .read_small(MANIFEST_FILE)?
+        .ok_or_else(|| Error::manifest(&path, "not found: is this a dbbackup backup directory?"))?;
     let value: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| Error::manifest(&path, format!("not valid JSON: {e}")))?;
     let version = value
@@ -358,32 +353,13 @@ pub fn read_versioned(
     Ok((path, value))
 }
 
-/// Atomically replaces `DIR/manifest.json` with `json`: temp file, fsync, rename, fsync of the
-/// directory. At every instant the file on disk is either the old or the new manifest.
-pub fn store_atomically(dir: &Path, json: &[u8]) -> Result<()> {
-    let path = dir.join(MANIFEST_FILE);
-    let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(json)
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
-    sync_dir(dir)
-}
-
-/// fsync a directory so that renames and creations inside it survive a crash.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("syncing directory", dir, e))
+/// Atomically replaces `DIR/manifest.json` with `json`: at every instant the stored manifest
+/// is either the old or the new one (a renamed, fsynced file; one object PUT).
+pub fn store_atomically(dir: &Store, json: &[u8]) -> Result<()> {
+    let mut data = Vec::with_capacity(json.len() + 1);
+    data.extend_from_slice(json);
+    data.push(b'\n');
+    dir.put_atomic(MANIFEST_FILE, &data)
 }
 
 /// A manifest must never make us read or write outside the backup directory.

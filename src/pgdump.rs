@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::path::Path;
+
 use std::process::Stdio;
 
 use crate::child::{Child, ChildSet};
@@ -20,7 +20,7 @@ pub fn dump_schema_section(
     dbname: &str,
     snapshot: &str,
     section: &str,
-    root: &Path,
+    root: &crate::storage::Store,
     rel: &str,
     children: &ChildSet,
 ) -> Result<Chunk> {
@@ -44,7 +44,7 @@ pub fn dump_schema_section(
     loop {
         let n = stdout
             .read(&mut buf)
-            .map_err(|e| Error::io("reading pg_dump output for", root.join(rel), e))?;
+            .map_err(|e| Error::io("reading pg_dump output for", root.describe(rel), e))?;
         if n == 0 {
             break;
         }

@@ -36,6 +36,8 @@ use std::fs;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use crate::storage::Store;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::{prepare_out_dir, BackupOptions};
 use crate::child::Child;
-use crate::chunk::{create_private_dir, ChunkReader, ChunkWriter};
+use crate::chunk::{ChunkReader, ChunkWriter};
 use crate::compress::{Codec, Decoder, Encoder};
 use crate::conn::ConnParams;
 use crate::error::{Error, Result};
@@ -91,7 +93,7 @@ pub fn stream_prefix(kind: StrategyKind, codec: Codec) -> String {
 }
 
 /// The one-line shell recipe that restores a stream backup in `dir` with stock tools.
-pub fn stock_restore_recipe(dir: &Path, kind: StrategyKind, codec: Codec) -> String {
+pub fn stock_restore_recipe(dir: &Store, kind: StrategyKind, codec: Codec) -> String {
     let decompress = match codec {
         Codec::Zstd => " | zstd -dc",
         Codec::Gzip => " | gzip -dc",
@@ -127,7 +129,7 @@ fn dbname_conninfo(db: &str) -> String {
 /// `chunk_size` bytes each (the last one shorter). Every finished file is fsynced and renamed
 /// into place by its [`ChunkWriter`].
 pub struct RotatingChunkSink {
-    root: PathBuf,
+    root: Store,
     prefix: String,
     codec: Codec,
     chunk_size: u64,
@@ -142,14 +144,14 @@ impl RotatingChunkSink {
     /// Pieces go to `root/prefix.000001`, …; `codec` is the codec of the whole stream, recorded
     /// on every piece. `fed` counts the uncompressed bytes (for the pieces' `raw_bytes`).
     pub fn new(
-        root: &Path,
+        root: &Store,
         prefix: &str,
         codec: Codec,
         chunk_size: u64,
         fed: Arc<AtomicU64>,
     ) -> Self {
         RotatingChunkSink {
-            root: root.to_path_buf(),
+            root: root.clone(),
             prefix: prefix.to_string(),
             codec,
             chunk_size: chunk_size.max(1),
@@ -288,7 +290,7 @@ impl StreamCompressor {
 #[allow(clippy::too_many_arguments)]
 fn pump(
     mut child: Child,
-    out: &Path,
+    out: &Store,
     prefix: &str,
     codec: Codec,
     level: i32,
@@ -296,9 +298,13 @@ fn pump(
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<Vec<Chunk>> {
-    let stream_dir = out.join(STREAM_DIR);
+    let stream_dir = out.describe(STREAM_DIR);
     let remove_pieces = || {
-        let _ = fs::remove_dir_all(&stream_dir);
+        for (name, _) in out.list().unwrap_or_default() {
+            if name.starts_with(&format!("{STREAM_DIR}/")) {
+                let _ = out.delete(&name);
+            }
+        }
     };
     let mut stdout = child.stdout().expect("stdout is piped");
     let fed = Arc::new(AtomicU64::new(0));
@@ -410,7 +416,7 @@ pub async fn backup_stream(
         totals: Totals::default(),
     };
     manifest.store(&opts.out)?;
-    create_private_dir(&opts.out.join(STREAM_DIR))?;
+    opts.out.create_dir(STREAM_DIR)?;
 
     let estimate = plan.probe.database_size.max(0) as u64;
     let outcome = run_pg_dump(
@@ -532,7 +538,7 @@ async fn supervise<T: Send + 'static>(
 /// The stored bytes of the pieces, concatenated in order. Each piece's size and SHA-256 are
 /// checked when it has been read to its end; a mismatch is an error naming the file.
 pub struct StreamReader {
-    root: PathBuf,
+    root: Store,
     pieces: Vec<Chunk>,
     next: usize,
     current: Option<ChunkReader>,
@@ -542,9 +548,9 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
-    pub fn new(root: &Path, pieces: &[Chunk]) -> Self {
+    pub fn new(root: &Store, pieces: &[Chunk]) -> Self {
         StreamReader {
-            root: root.to_path_buf(),
+            root: root.clone(),
             pieces: pieces.to_vec(),
             next: 0,
             current: None,
@@ -557,8 +563,8 @@ impl StreamReader {
     pub fn current_file(&self) -> PathBuf {
         self.current_file
             .clone()
-            .or_else(|| self.pieces.first().map(|c| self.root.join(&c.file)))
-            .unwrap_or_else(|| self.root.clone())
+            .or_else(|| self.pieces.first().map(|c| self.root.describe(&c.file)))
+            .unwrap_or_else(|| self.root.describe(""))
     }
 
     fn fail(&mut self, e: Error) -> io::Error {
@@ -579,7 +585,7 @@ impl Read for StreamReader {
                 let mut piece = self.pieces[self.next].clone();
                 piece.codec = Codec::None;
                 self.next += 1;
-                self.current_file = Some(self.root.join(&piece.file));
+                self.current_file = Some(self.root.describe(&piece.file));
                 match ChunkReader::open(&self.root, &piece) {
                     Ok(r) => self.current = Some(r),
                     Err(e) => return Err(self.fail(e)),
@@ -607,16 +613,16 @@ impl Read for StreamReader {
 type StreamDecoder = Decoder<BufReader<StreamReader>>;
 
 /// The decompressed stream of `m`'s pieces.
-fn open_stream(dir: &Path, m: &Manifest) -> Result<StreamDecoder> {
+fn open_stream(dir: &Store, m: &Manifest) -> Result<StreamDecoder> {
     let codec = m.stream.first().map_or(Codec::None, |c| c.codec);
     if m.stream.iter().any(|c| c.codec != codec) {
         return Err(Error::manifest(
-            dir.join(crate::manifest::MANIFEST_FILE),
+            dir.describe(crate::manifest::MANIFEST_FILE),
             "the stream's pieces disagree about the codec",
         ));
     }
     Decoder::new(codec, StreamReader::new(dir, &m.stream))
-        .map_err(|e| Error::io("opening the stream in", dir, e))
+        .map_err(|e| Error::io("opening the stream in", dir.describe(""), e))
 }
 
 /// Turns a read error of the decoder into the typed error naming the piece.
@@ -633,7 +639,7 @@ fn stream_error(dec: &mut StreamDecoder, e: io::Error) -> Error {
 
 /// After the decoder's end: reads whatever stored bytes remain (checking the last pieces'
 /// checksums) and compares the decompressed size with the manifest's.
-fn finish_stream(dec: &mut StreamDecoder, m: &Manifest, dir: &Path, raw: u64) -> Result<()> {
+fn finish_stream(dec: &mut StreamDecoder, m: &Manifest, dir: &Store, raw: u64) -> Result<()> {
     if let Err(e) = io::copy(dec.get_mut(), &mut io::sink()) {
         return Err(stream_error(dec, e));
     }
@@ -642,7 +648,7 @@ fn finish_stream(dec: &mut StreamDecoder, m: &Manifest, dir: &Path, raw: u64) ->
         let last = m
             .stream
             .last()
-            .map_or(dir.to_path_buf(), |c| dir.join(&c.file));
+            .map_or(dir.describe(""), |c| dir.describe(&c.file));
         return Err(Error::corrupt(
             last,
             format!("the stream decompressed to {raw} bytes, the manifest says {expected}"),
@@ -652,21 +658,19 @@ fn finish_stream(dec: &mut StreamDecoder, m: &Manifest, dir: &Path, raw: u64) ->
 }
 
 /// Cheap checks before anything is started: every piece exists with the size the manifest says.
-fn check_pieces(dir: &Path, m: &Manifest) -> Result<()> {
+fn check_pieces(dir: &Store, m: &Manifest) -> Result<()> {
     if m.stream.is_empty() {
         return Err(Error::manifest(
-            dir.join(crate::manifest::MANIFEST_FILE),
+            dir.describe(crate::manifest::MANIFEST_FILE),
             format!("a {} backup without stream files", m.strategy.kind.as_str()),
         ));
     }
+    let sizes: std::collections::HashMap<String, u64> = dir.list()?.into_iter().collect();
     for c in &m.stream {
-        let path = dir.join(&c.file);
-        let len = fs::metadata(&path)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Error::corrupt(&path, "chunk file is missing"),
-                _ => Error::io("reading metadata of", &path, e),
-            })?
-            .len();
+        let path = dir.describe(&c.file);
+        let Some(&len) = sizes.get(&c.file) else {
+            return Err(Error::corrupt(&path, "chunk file is missing"));
+        };
         if len != c.stored_bytes {
             return Err(Error::corrupt(
                 &path,
@@ -687,7 +691,7 @@ fn check_pieces(dir: &Path, m: &Manifest) -> Result<()> {
 /// Verifies a plain/custom backup's stream: every piece's size and SHA-256, decompression of
 /// the whole, its size, and for custom format that `pg_restore --list` reads the archive.
 /// Returns the decompressed size.
-pub fn verify_stream(dir: &Path, m: &Manifest) -> Result<u64> {
+pub fn verify_stream(dir: &Store, m: &Manifest) -> Result<u64> {
     let mut dec = open_stream(dir, m)?;
     let mut lister = match m.strategy.kind {
         StrategyKind::Custom => Some(Child::spawn(
@@ -722,7 +726,7 @@ pub fn verify_stream(dir: &Path, m: &Manifest) -> Result<u64> {
     if let Some(child) = lister {
         child.wait().map_err(|e| {
             Error::corrupt(
-                dir.join(&m.stream[0].file),
+                dir.describe(&m.stream[0].file),
                 format!("pg_restore --list cannot read the custom-format archive: {e}"),
             )
         })?;
@@ -969,7 +973,7 @@ pub async fn restore_stream(
 /// single-transaction restore rolls back), then the error is returned.
 fn feed(
     mut child: Child,
-    dir: &Path,
+    dir: &Store,
     m: &Manifest,
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
@@ -1038,9 +1042,13 @@ impl Drop for TempFile {
     }
 }
 
-/// Beside the backup: the directory that holds the backup directory.
-fn default_work_dir(backup: &Path) -> PathBuf {
-    let abs = fs::canonicalize(backup).unwrap_or_else(|_| backup.to_path_buf());
+/// Beside the backup: the directory that holds the backup directory; for a backup in an
+/// object store, the system's temporary directory.
+fn default_work_dir(backup: &Store) -> PathBuf {
+    let Some(dir) = backup.local_dir() else {
+        return std::env::temp_dir();
+    };
+    let abs = fs::canonicalize(&dir).unwrap_or(dir);
     abs.parent().map_or(abs.clone(), Path::to_path_buf)
 }
 
@@ -1069,7 +1077,7 @@ fn check_free_space(dir: &Path, need: u64) -> Result<()> {
 
 /// Decompresses (and so verifies) the stream into `path` (created 0600, new).
 fn decompress_to(
-    dir: &Path,
+    dir: &Store,
     m: &Manifest,
     path: &Path,
     progress: &Arc<dyn Progress>,
@@ -1116,7 +1124,7 @@ mod tests {
         fs::create_dir_all(dir.join(STREAM_DIR)).unwrap();
         let fed = Arc::new(AtomicU64::new(0));
         let prefix = stream_prefix(StrategyKind::Plain, codec);
-        let sink = RotatingChunkSink::new(dir, &prefix, codec, chunk_size, fed.clone());
+        let sink = RotatingChunkSink::new(&Store::local(dir), &prefix, codec, chunk_size, fed.clone());
         let mut comp = StreamCompressor::new(codec, codec.default_level(), 2, sink).unwrap();
         for piece in data.chunks(1000) {
             fed.fetch_add(piece.len() as u64, Ordering::Relaxed);
@@ -1169,11 +1177,11 @@ mod tests {
                 data.len() as u64
             );
             let m = manifest_with(chunks);
-            let mut dec = open_stream(tmp.path(), &m).unwrap();
+            let mut dec = open_stream(&Store::local(tmp.path()), &m).unwrap();
             let mut back = Vec::new();
             dec.read_to_end(&mut back).unwrap();
             assert!(back == data, "{codec:?}: payload differs");
-            assert_eq!(verify_stream(tmp.path(), &m).unwrap(), data.len() as u64);
+            assert_eq!(verify_stream(&Store::local(tmp.path()), &m).unwrap(), data.len() as u64);
         }
     }
 
@@ -1201,7 +1209,7 @@ mod tests {
         bytes[100] ^= 0xff;
         fs::write(&victim, bytes).unwrap();
         let m = manifest_with(chunks);
-        let err = verify_stream(tmp.path(), &m).unwrap_err().to_string();
+        let err = verify_stream(&Store::local(tmp.path()), &m).unwrap_err().to_string();
         assert!(err.contains(&*victim.to_string_lossy()), "{err}");
     }
 }

@@ -30,11 +30,12 @@ use crate::copy::copy_in_sql;
 use crate::error::{Error, Result};
 use crate::manifest::{quote_ident, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table};
 use crate::progress::Progress;
+use crate::storage::Store;
 use crate::verify::{verify_chunk, Payload};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
-    pub dir: PathBuf,
+    pub dir: crate::storage::Store,
     pub target: String,
     pub create: bool,
     pub clean: bool,
@@ -157,7 +158,15 @@ pub async fn restore_database(
         pre.push("--clean".into());
         pre.push("--if-exists".into());
     }
-    pg_restore(conn, &opts.dir, &opts.target, &manifest, "pre-data", pre)?;
+    pg_restore(
+        conn,
+        &opts.dir,
+        opts.work_dir.as_deref(),
+        &opts.target,
+        &manifest,
+        "pre-data",
+        pre,
+    )?;
     phase(&mut summary, "pre-data");
 
     if let Some(metadata) = &manifest.large_objects.metadata {
@@ -170,7 +179,15 @@ pub async fn restore_database(
         "--section=post-data".into(),
         format!("--jobs={}", opts.jobs.max(1)).into(),
     ];
-    pg_restore(conn, &opts.dir, &opts.target, &manifest, "post-data", post)?;
+    pg_restore(
+        conn,
+        &opts.dir,
+        opts.work_dir.as_deref(),
+        &opts.target,
+        &manifest,
+        "post-data",
+        post,
+    )?;
     phase(&mut summary, "post-data");
 
     set_sequences(&target.client, &manifest).await?;
@@ -331,7 +348,8 @@ fn restore_pgoptions() -> String {
 /// Runs pg_restore for one schema section of the backup into `target`.
 fn pg_restore(
     conn: &ConnParams,
-    dir: &std::path::Path,
+    dir: &Store,
+    work_dir: Option<&std::path::Path>,
     target: &str,
     manifest: &Manifest,
     section: &str,
@@ -344,10 +362,42 @@ fn pg_restore(
     };
     args.push("--no-password".into());
     args.push(format!("--dbname={}", dbname_conninfo(target)).into());
-    args.push(dir.join(&file.chunk.file).into_os_string());
+    // pg_restore --jobs reads a file; from an object store it is staged (and checked) first.
+    let staged = match dir.local_dir() {
+        Some(d) => {
+            args.push(d.join(&file.chunk.file).into_os_string());
+            None
+        }
+        None => {
+            let staged = stage(dir, &file.chunk, work_dir)?;
+            args.push(staged.path().as_os_str().to_os_string());
+            Some(staged)
+        }
+    };
     let mut env = conn.child_env(target);
     env.push(("PGOPTIONS".into(), restore_pgoptions()));
-    crate::pgrestore::spawn(args, &env, Stdio::null())?.wait()
+    let result = crate::pgrestore::spawn(args, &env, Stdio::null())?.wait();
+    drop(staged);
+    result
+}
+
+/// Copies a chunk of `dir` into a private temporary file in `work_dir` (default: the system's
+/// temporary directory), checking its size and checksum on the way.
+fn stage(
+    dir: &Store,
+    chunk: &Chunk,
+    work_dir: Option<&std::path::Path>,
+) -> Result<tempfile::NamedTempFile> {
+    let base = work_dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    let mut file = tempfile::Builder::new()
+        .prefix(".dbbackup-stage-")
+        .tempfile_in(&base)
+        .map_err(|e| Error::io("creating a staging file in", &base, e))?;
+    let mut reader = ChunkReader::open(dir, chunk)?;
+    std::io::copy(&mut reader, file.as_file_mut())
+        .map_err(|e| Error::io("staging", dir.describe(&chunk.file), e))?;
+    reader.finish()?;
+    Ok(file)
 }
 
 async fn set_sequences(client: &Client, manifest: &Manifest) -> Result<()> {
@@ -454,7 +504,7 @@ async fn load_data(
 
 /// Reads a chunk on a plain thread and hands its payload over in pieces; the last message
 /// says whether size and checksum matched.
-fn spawn_chunk_reader(root: PathBuf, chunk: Chunk) -> mpsc::Receiver<Result<Option<Bytes>>> {
+fn spawn_chunk_reader(root: Store, chunk: Chunk) -> mpsc::Receiver<Result<Option<Bytes>>> {
     spawn_reader(root, chunk, 8, |reader| {
         // Below the allocator's mmap threshold (see main.rs): these buffers are allocated per
         // read and must be recycled by the heap, not mapped each time.
@@ -470,7 +520,7 @@ fn spawn_chunk_reader(root: PathBuf, chunk: Chunk) -> mpsc::Receiver<Result<Opti
 /// checksum mismatch is reported in preference to the decompression or framing error it
 /// caused: it says what really happened.
 fn spawn_reader<T: Send + 'static>(
-    root: PathBuf,
+    root: Store,
     chunk: Chunk,
     depth: usize,
     mut next: impl FnMut(&mut ChunkReader) -> std::io::Result<Option<T>> + Send + 'static,
@@ -484,7 +534,7 @@ fn spawn_reader<T: Send + 'static>(
                     Ok(Some(item)) => item,
                     Ok(None) => break,
                     Err(e) => {
-                        let path = root.join(&chunk.file);
+                        let path = root.describe(&chunk.file);
                         return Err(reader
                             .finish()
                             .err()
@@ -505,7 +555,7 @@ fn spawn_reader<T: Send + 'static>(
 
 async fn load_rows(
     client: &Client,
-    root: &std::path::Path,
+    root: &Store,
     table: &Table,
     chunk: &Chunk,
     progress: &Arc<dyn Progress>,
@@ -536,7 +586,7 @@ async fn load_rows(
             .await
             .map_err(|e| Error::query(what(), e))?,
     );
-    let mut rx = spawn_chunk_reader(root.to_path_buf(), chunk.clone());
+    let mut rx = spawn_chunk_reader(root.clone(), chunk.clone());
     let mut outcome: Result<()> = Err(Error::Refused(format!("{}: reader stopped", what())));
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -567,7 +617,7 @@ async fn load_rows(
                 .map_err(|e| Error::query(what(), e))?;
             if rows != chunk.rows {
                 return Err(Error::corrupt(
-                    root.join(&chunk.file),
+                    root.describe(&chunk.file),
                     format!(
                         "loaded {rows} rows into {}, the manifest says {}",
                         table.display_name(),
@@ -591,11 +641,11 @@ async fn load_rows(
 
 async fn load_large_objects(
     client: &Client,
-    root: &std::path::Path,
+    root: &Store,
     chunk: &Chunk,
     progress: &Arc<dyn Progress>,
 ) -> Result<()> {
-    let path = root.join(&chunk.file);
+    let path = root.describe(&chunk.file);
     let what = || format!("loading large objects from {}", chunk.file);
     client
         .batch_execute("BEGIN")
@@ -605,7 +655,7 @@ async fn load_large_objects(
         .prepare("SELECT pg_catalog.lo_put($1::oid, $2::bigint, $3::bytea)")
         .await
         .map_err(|e| Error::query(what(), e))?;
-    let mut rx = spawn_reader(root.to_path_buf(), chunk.clone(), 4, |reader| {
+    let mut rx = spawn_reader(root.clone(), chunk.clone(), 4, |reader| {
         crate::largeobj::read_record(reader)
     });
     let mut records = 0u64;

@@ -5,12 +5,12 @@
 //! (temporary files, chunks of units that never completed) are deleted.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 
 use crate::dirlock::LOCK_FILE;
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, OptionsRecord, MANIFEST_FILE};
 use crate::probe::Probe;
+use crate::storage::Store;
 use crate::verify::{verify_chunk, Payload};
 
 /// What reconciling found.
@@ -159,7 +159,7 @@ pub fn check_tables(old: &Manifest, now: &Probe) -> Result<()> {
 }
 
 /// Re-checks every finished unit's chunks and deletes files the manifest does not vouch for.
-pub fn reconcile(dir: &Path, m: &mut Manifest) -> Result<Reconciled> {
+pub fn reconcile(dir: &Store, m: &mut Manifest) -> Result<Reconciled> {
     let mut r = Reconciled::default();
     for t in &mut m.tables {
         let format = t.copy_format;
@@ -215,31 +215,21 @@ pub fn reconcile(dir: &Path, m: &mut Manifest) -> Result<Reconciled> {
     }
     m.stream.clear();
 
-    let keep: HashSet<PathBuf> = m
+    // Interrupted writes first (temporary files; open multipart uploads, which are aborted),
+    // then every object the manifest does not vouch for.
+    r.files_deleted = dir.clean_incomplete()?.len();
+    let keep: HashSet<String> = m
         .all_chunks()
-        .map(|c| dir.join(&c.file))
-        .chain([dir.join(MANIFEST_FILE), dir.join(LOCK_FILE)])
+        .map(|c| c.file.clone())
+        .chain([MANIFEST_FILE.to_string(), LOCK_FILE.to_string()])
         .collect();
-    r.files_deleted = delete_unlisted(dir, &keep)?;
-    Ok(r)
-}
-
-fn delete_unlisted(dir: &Path, keep: &HashSet<PathBuf>) -> Result<usize> {
-    let mut deleted = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| Error::io("listing", &d, e))?;
-        for e in entries {
-            let p = e.map_err(|e| Error::io("listing", &d, e))?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !keep.contains(&p) {
-                std::fs::remove_file(&p).map_err(|e| Error::io("deleting leftover", &p, e))?;
-                deleted += 1;
-            }
+    for (name, _) in dir.list()? {
+        if !keep.contains(&name) {
+            dir.delete(&name)?;
+            r.files_deleted += 1;
         }
     }
-    Ok(deleted)
+    Ok(r)
 }
 
 #[cfg(test)]

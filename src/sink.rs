@@ -3,11 +3,9 @@
 //! chunks. The bounded channel is what keeps memory constant: a slow disk or compressor makes
 //! the COPY reader wait instead of buffering.
 
-use std::path::{Path, PathBuf};
-
 use tokio::sync::mpsc;
 
-use crate::chunk::{create_private_dir, ChunkWriter};
+use crate::chunk::ChunkWriter;
 use crate::compress::Codec;
 use crate::copyfmt::Piece;
 use crate::error::Result;
@@ -22,7 +20,7 @@ pub const BATCH_BYTES: usize = 128 * 1024;
 /// Where and how a unit's chunks are written.
 #[derive(Clone)]
 pub struct SinkConfig {
-    pub root: PathBuf,
+    pub root: crate::storage::Store,
     /// Directory of the chunks, relative to `root`.
     pub dir: String,
     /// File name stem; chunks are `<dir>/<stem>-<seq>.<kind><codec ext>`.
@@ -60,7 +58,7 @@ pub fn spawn_sink(
 }
 
 fn run_sink(cfg: SinkConfig, mut rx: mpsc::Receiver<Vec<Piece>>) -> Result<Vec<Chunk>> {
-    create_private_dir(&cfg.root.join(&cfg.dir))?;
+    cfg.root.create_dir(&cfg.dir)?;
     let mut chunks = Vec::new();
     let mut current: Option<ChunkWriter> = None;
     let open =
@@ -92,9 +90,9 @@ fn run_sink(cfg: SinkConfig, mut rx: mpsc::Receiver<Vec<Piece>>) -> Result<Vec<C
 }
 
 /// Removes chunk files of an abandoned attempt.
-pub fn remove_chunks(root: &Path, chunks: &[Chunk]) {
+pub fn remove_chunks(root: &crate::storage::Store, chunks: &[Chunk]) {
     for c in chunks {
-        let _ = std::fs::remove_file(root.join(&c.file));
+        let _ = root.delete(&c.file);
     }
 }
 
@@ -105,7 +103,7 @@ pub fn remove_chunks(root: &Path, chunks: &[Chunk]) {
 pub async fn join_unit(
     read: Result<bool>,
     handle: tokio::task::JoinHandle<Result<Vec<Chunk>>>,
-    root: &Path,
+    root: &crate::storage::Store,
     what: &str,
 ) -> Result<Vec<Chunk>> {
     let written = handle.await.expect("sink thread panicked");

@@ -2,8 +2,8 @@
 //! file once: size, SHA-256 of the stored bytes, decompression, and the payload's framing
 //! (COPY tuples or lines, large-object records) with the row count the manifest promises.
 
+use crate::storage::Store;
 use std::io::Read;
-use std::path::{Path, PathBuf};
 
 use crate::chunk::ChunkReader;
 use crate::copyfmt::{walk, CopyFormat};
@@ -56,13 +56,13 @@ pub fn chunks_with_payload(m: &Manifest) -> Vec<(&Chunk, Payload)> {
 
 /// Verifies `dir`. A manifest that cannot be read is an error; problems with files are
 /// collected in the report, all of them, each naming its file.
-pub fn verify_dir(dir: &Path) -> Result<Report> {
+pub fn verify_dir(dir: &Store) -> Result<Report> {
     let manifest = Manifest::load(dir)?;
     let mut report = Report::default();
     match manifest.status {
         Status::Complete => {}
         other => report.problems.push(Error::manifest(
-            dir.join(crate::manifest::MANIFEST_FILE),
+            dir.describe(crate::manifest::MANIFEST_FILE),
             format!(
                 "backup status is {other:?}, not complete{}",
                 manifest
@@ -82,7 +82,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report> {
         for u in &t.units {
             if !u.done {
                 report.problems.push(Error::manifest(
-                    dir.join(crate::manifest::MANIFEST_FILE),
+                    dir.describe(crate::manifest::MANIFEST_FILE),
                     format!(
                         "table {} unit {} was never completed",
                         t.display_name(),
@@ -124,7 +124,7 @@ pub fn verify_dir(dir: &Path) -> Result<Report> {
 }
 
 /// Reads one chunk through, checking everything the manifest says about it.
-pub fn verify_chunk(dir: &Path, chunk: &Chunk, payload: Payload) -> Result<()> {
+pub fn verify_chunk(dir: &Store, chunk: &Chunk, payload: Payload) -> Result<()> {
     let mut reader = ChunkReader::open(dir, chunk)?;
     let path = reader.path().to_path_buf();
     let mut counter = CountingReader {
@@ -180,29 +180,24 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Temporary files left by a crash are worth a mention: they are not part of the backup.
-fn unlisted_files(dir: &Path, m: &Manifest) -> Vec<Error> {
-    let listed: std::collections::HashSet<PathBuf> =
-        m.all_chunks().map(|c| dir.join(&c.file)).collect();
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(crate::chunk::TMP_SUFFIX)
-                && !listed.contains(&p)
-            {
-                out.push(Error::corrupt(
-                    &p,
-                    "leftover temporary file (an interrupted write)",
-                ));
-            }
-        }
-    }
-    out
+/// What interrupted writes left (temporary files, open uploads' markers) is worth a mention:
+/// it is not part of the backup.
+fn unlisted_files(dir: &Store, m: &Manifest) -> Vec<Error> {
+    let listed: std::collections::HashSet<&str> = m.all_chunks().map(|c| c.file.as_str()).collect();
+    let Ok(all) = dir.list() else {
+        return Vec::new();
+    };
+    all.into_iter()
+        .filter(|(name, _)| {
+            (name.ends_with(crate::chunk::TMP_SUFFIX)
+                || name.ends_with(crate::storage::s3::UPLOAD_SUFFIX))
+                && !listed.contains(name.as_str())
+        })
+        .map(|(name, _)| {
+            Error::corrupt(
+                dir.describe(&name),
+                "leftover temporary file (an interrupted write)",
+            )
+        })
+        .collect()
 }

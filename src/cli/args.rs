@@ -29,6 +29,12 @@ pub struct Cli {
     /// Print help
     #[arg(long, action = clap::ArgAction::Help, global = true)]
     pub help: Option<bool>,
+    /// Endpoint of an S3-compatible store for s3://BUCKET/PREFIX locations, e.g.
+    /// http://127.0.0.1:8333 (path-style; plain http allowed). Default: AWS_ENDPOINT_URL, else
+    /// AWS. Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN or the
+    /// shared files of AWS_PROFILE; region: AWS_REGION (default us-east-1)
+    #[arg(long, global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -24,7 +24,7 @@ pub async fn backup_cluster(
     let opts = super::resolve::cluster(&args)?;
     let progress: Arc<dyn Progress> = reporter(args.quiet);
     let m = dbbackup::cluster::backup_cluster(conn, &opts, progress, cancel).await?;
-    print_backup_summary(&m, &args.out);
+    print_backup_summary(&m, &opts.out);
     if m.status == Status::Complete {
         return Ok(());
     }
@@ -85,7 +85,7 @@ fn one_line(s: &str) -> String {
     s.replace('\n', " | ")
 }
 
-fn print_backup_summary(m: &ClusterManifest, out: &std::path::Path) {
+fn print_backup_summary(m: &ClusterManifest, out: &dbbackup::storage::Store) {
     let mut rows = vec![vec![
         "(globals)".to_string(),
         "pg_dumpall".to_string(),
@@ -161,6 +161,7 @@ fn print_backup_summary(m: &ClusterManifest, out: &std::path::Path) {
 pub async fn restore_cluster(
     conn: &ConnParams,
     args: RestoreArgs,
+    store: dbbackup::storage::Store,
     cancel: CancellationToken,
 ) -> Result<()> {
     if args.dbname.is_some() {
@@ -180,7 +181,7 @@ pub async fn restore_cluster(
     }
     let started = Instant::now();
     let opts = ClusterRestoreOptions {
-        dir: args.dir.clone(),
+        dir: store,
         databases: args.database.clone(),
         clean: args.clean,
         jobs,

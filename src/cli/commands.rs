@@ -76,10 +76,11 @@ pub async fn backup_single(
 
 pub fn verify(args: VerifyArgs) -> Result<()> {
     let started = Instant::now();
-    let report = if dbbackup::cluster::is_cluster_backup(&args.dir) {
-        dbbackup::cluster::verify_cluster(&args.dir)?
+    let store = super::location::open(&args.dir)?;
+    let report = if dbbackup::cluster::is_cluster_backup(&store) {
+        dbbackup::cluster::verify_cluster(&store)?
     } else {
-        dbbackup::verify::verify_dir(&args.dir)?
+        dbbackup::verify::verify_dir(&store)?
     };
     for w in &report.warnings {
         eprintln!("dbbackup: warning: {w}");
@@ -106,8 +107,9 @@ pub async fn restore(
     args: RestoreArgs,
     cancel: CancellationToken,
 ) -> Result<()> {
-    if dbbackup::cluster::is_cluster_backup(&args.dir) {
-        return super::cluster::restore_cluster(conn, args, cancel).await;
+    let store = super::location::open(&args.dir)?;
+    if dbbackup::cluster::is_cluster_backup(&store) {
+        return super::cluster::restore_cluster(conn, args, store, cancel).await;
     }
     let Some(target) = args.dbname.clone() else {
         return Err(Error::Usage(format!(
@@ -126,7 +128,7 @@ pub async fn restore(
         return Err(Error::Usage("--jobs must be at least 1".into()));
     }
     let opts = RestoreOptions {
-        dir: args.dir,
+        dir: store,
         target,
         create: args.create,
         clean: args.clean,

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod cluster;
 pub mod commands;
+pub mod location;
 pub mod progress;
 pub mod resolve;
 pub mod usage;

@@ -7,8 +7,6 @@
 //! one; all that do not are named, each with both values, in one usage error. Parallelism and
 //! time limits only change how the rest runs: given ones are used (and recorded).
 
-use std::path::{Path, PathBuf};
-
 use clap::ValueEnum;
 
 use dbbackup::backup::BackupOptions;
@@ -17,6 +15,7 @@ use dbbackup::compress::Codec;
 use dbbackup::manifest::{Manifest, OptionsRecord, Status, StrategyKind, MANIFEST_FILE};
 use dbbackup::probe::CopyFormatChoice;
 use dbbackup::resume::{size_text, value_name, OptionConflicts};
+use dbbackup::storage::Store;
 use dbbackup::strategy::StrategyOptions;
 use dbbackup::{Error, Result};
 
@@ -28,8 +27,9 @@ const DEFAULT_PARALLEL_DATABASES: usize = 1;
 
 /// `backup single`: the engine's options and the strategy's.
 pub fn single(args: &SingleArgs) -> Result<(BackupOptions, StrategyOptions)> {
+    let out = super::location::open(&args.out)?;
     let recorded = match args.dump.resume {
-        true => recorded_single(&args.out)?,
+        true => recorded_single(&out)?,
         false => None,
     };
     let mut conflicts = OptionConflicts::default();
@@ -56,7 +56,7 @@ pub fn single(args: &SingleArgs) -> Result<(BackupOptions, StrategyOptions)> {
     };
     let opts = backup_options(
         &args.dump,
-        args.out.clone(),
+        out,
         args.snapshot.clone(),
         recorded.as_ref().map(|m| &m.options),
         &mut conflicts,
@@ -72,8 +72,8 @@ pub fn single(args: &SingleArgs) -> Result<(BackupOptions, StrategyOptions)> {
 
 /// The manifest of the backup `backup single --resume` continues; `None` when `--out` has none
 /// (the engine says there is nothing to resume).
-fn recorded_single(out: &Path) -> Result<Option<Manifest>> {
-    if !out.join(MANIFEST_FILE).exists() {
+fn recorded_single(out: &Store) -> Result<Option<Manifest>> {
+    if !out.exists(MANIFEST_FILE)? {
         return Ok(None);
     }
     if is_cluster_backup(out) {
@@ -106,8 +106,9 @@ fn recorded_single(out: &Path) -> Result<Option<Manifest>> {
 
 /// `backup cluster`: the engine's options.
 pub fn cluster(args: &ClusterArgs) -> Result<ClusterBackupOptions> {
+    let out = super::location::open(&args.out)?;
     let recorded = match args.dump.resume {
-        true => recorded_cluster(&args.out)?,
+        true => recorded_cluster(&out)?,
         false => None,
     };
     let r = recorded.as_ref().map(|(m, _)| &m.options);
@@ -154,7 +155,7 @@ pub fn cluster(args: &ClusterArgs) -> Result<ClusterBackupOptions> {
         |v| list(v),
     );
     let database = recorded.as_ref().and_then(|(_, db)| db.as_ref());
-    let mut db = backup_options(&args.dump, args.out.clone(), None, database, c)?;
+    let mut db = backup_options(&args.dump, out.clone(), None, database, c)?;
     conflicts.into_result(Error::Usage)?;
 
     let parallel_databases = args
@@ -179,7 +180,7 @@ pub fn cluster(args: &ClusterArgs) -> Result<ClusterBackupOptions> {
         .filter(|r| r.parallel_tables_explicit)
         .and(recorded_tables));
     Ok(ClusterBackupOptions {
-        out: args.out.clone(),
+        out,
         timeout: Deadline {
             after: parse_duration(&timeout).map_err(Error::Usage)?,
             text: timeout,
@@ -203,8 +204,8 @@ pub fn cluster(args: &ClusterArgs) -> Result<ClusterBackupOptions> {
 
 /// The cluster manifest `backup cluster --resume` continues and the per-database options it
 /// recorded; `None` when `--out` has no manifest (the engine says so).
-fn recorded_cluster(out: &Path) -> Result<Option<(ClusterManifest, Option<OptionsRecord>)>> {
-    if !out.join(MANIFEST_FILE).exists() {
+fn recorded_cluster(out: &Store) -> Result<Option<(ClusterManifest, Option<OptionsRecord>)>> {
+    if !out.exists(MANIFEST_FILE)? {
         return Ok(None);
     }
     if !is_cluster_backup(out) && Manifest::load(out).is_ok() {
@@ -217,7 +218,7 @@ fn recorded_cluster(out: &Path) -> Result<Option<(ClusterManifest, Option<Option
     // Older cluster manifests lack `options.database`: a database's own manifest has them.
     let database = m.options.database.clone().or_else(|| {
         m.databases.iter().find_map(|d| {
-            Manifest::load(&out.join(&d.dir))
+            Manifest::load(&out.sub(&d.dir))
                 .ok()
                 .filter(|m| !m.server_version.is_empty())
                 .map(|m| m.options)
@@ -230,7 +231,7 @@ fn recorded_cluster(out: &Path) -> Result<Option<(ClusterManifest, Option<Option
 /// (any given option that differs from them is added to `conflicts`).
 fn backup_options(
     d: &DumpArgs,
-    out: PathBuf,
+    out: Store,
     snapshot: Option<String>,
     recorded: Option<&OptionsRecord>,
     conflicts: &mut OptionConflicts,
