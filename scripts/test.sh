@@ -18,6 +18,7 @@ ensure_cargo
 ensure_postgres
 ensure_openssl
 ensure_pg_matrix
+ensure_seaweedfs
 export PG_BINDIR="${PG_BINDIR:-$(pg_bindir)}"
 
 log "cargo test --all-targets $* (PostgreSQL binaries from $PG_BINDIR)"

@@ -101,6 +101,10 @@ impl Child {
     ) -> Result<Child> {
         let path = pg_program(program);
         let mut cmd = Command::new(&path);
+        // Object-store secrets are dbbackup's alone: no child needs them.
+        for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+            cmd.env_remove(secret);
+        }
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(stdin)

@@ -47,9 +47,9 @@ pub struct ChunkWriter {
     raw_bytes: u64,
 }
 
-/// The largest object a chunk may become: its payload limit plus what a chunk overshoots by
-/// (one row) is not known, so object stores size their parts for this many bytes.
-pub const CHUNK_SIZE_HINT: u64 = 64 * 1024 * 1024 * 1024;
+/// What a chunk's size is expected to stay under, for object stores' first part size (parts
+/// grow for larger objects): a chunk overshoots `--chunk-size` by at most one row (1 GB).
+pub const CHUNK_SIZE_HINT: u64 = 4 * 1024 * 1024 * 1024;
 
 impl ChunkWriter {
     /// Starts object `rel` of `store`. On a file system its directory must exist.

@@ -102,6 +102,7 @@ async fn shutdown_signal() {
 
 async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
     cli::location::set_s3_endpoint(cli.s3_endpoint.clone());
+    cli::store_log::install();
     let conn = ConnParams::resolve(&cli.conn)?;
     match cli.command {
         Command::Backup(BackupCommand::Single(args)) => {

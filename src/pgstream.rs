@@ -1124,7 +1124,8 @@ mod tests {
         fs::create_dir_all(dir.join(STREAM_DIR)).unwrap();
         let fed = Arc::new(AtomicU64::new(0));
         let prefix = stream_prefix(StrategyKind::Plain, codec);
-        let sink = RotatingChunkSink::new(&Store::local(dir), &prefix, codec, chunk_size, fed.clone());
+        let sink =
+            RotatingChunkSink::new(&Store::local(dir), &prefix, codec, chunk_size, fed.clone());
         let mut comp = StreamCompressor::new(codec, codec.default_level(), 2, sink).unwrap();
         for piece in data.chunks(1000) {
             fed.fetch_add(piece.len() as u64, Ordering::Relaxed);
@@ -1181,7 +1182,10 @@ mod tests {
             let mut back = Vec::new();
             dec.read_to_end(&mut back).unwrap();
             assert!(back == data, "{codec:?}: payload differs");
-            assert_eq!(verify_stream(&Store::local(tmp.path()), &m).unwrap(), data.len() as u64);
+            assert_eq!(
+                verify_stream(&Store::local(tmp.path()), &m).unwrap(),
+                data.len() as u64
+            );
         }
     }
 
@@ -1209,7 +1213,9 @@ mod tests {
         bytes[100] ^= 0xff;
         fs::write(&victim, bytes).unwrap();
         let m = manifest_with(chunks);
-        let err = verify_stream(&Store::local(tmp.path()), &m).unwrap_err().to_string();
+        let err = verify_stream(&Store::local(tmp.path()), &m)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&*victim.to_string_lossy()), "{err}");
     }
 }

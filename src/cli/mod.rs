@@ -6,4 +6,5 @@ pub mod commands;
 pub mod location;
 pub mod progress;
 pub mod resolve;
+pub mod store_log;
 pub mod usage;

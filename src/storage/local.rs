@@ -102,7 +102,7 @@ impl Backend for LocalBackend {
     fn put_atomic(&self, rel: &str, data: &[u8]) -> Result<()> {
         let mut w = self.create(rel, data.len() as u64)?;
         w.write_all(data)
-            .map_err(|e| Error::io("writing", &self.path(rel), e))?;
+            .map_err(|e| Error::io("writing", self.path(rel), e))?;
         w.finish().map(|_| ())
     }
 

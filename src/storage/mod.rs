@@ -146,7 +146,7 @@ impl Store {
         let mut data = Vec::with_capacity(size as usize);
         reader
             .read_to_end(&mut data)
-            .map_err(|e| Error::io("reading", &self.describe(rel), e))?;
+            .map_err(|e| Error::io("reading", self.describe(rel), e))?;
         Ok(Some(data))
     }
 

@@ -36,6 +36,10 @@ use crate::error::{Error, Result};
 const MIN_PART: usize = 5 * 1024 * 1024;
 /// S3's limit of parts per upload; part sizes leave room below it.
 const MAX_PARTS: u64 = 10_000;
+/// Parts after which the part size doubles, so that an object of unforeseen size still fits
+/// the part limit (5 MiB parts up to 5 GB, then 10 MiB, ...) while small ones use little
+/// memory.
+const PARTS_PER_SIZE: usize = 1_000;
 /// Parts of one object uploading while the next one fills.
 const PARTS_IN_FLIGHT: usize = 2;
 /// Suffix of the marker object of an open multipart upload.
@@ -174,18 +178,26 @@ impl S3Backend {
     /// wrong credentials, a missing bucket or an unreachable endpoint fail at once, clearly.
     pub fn connect(bucket: &str, endpoint_flag: Option<&str>) -> Result<S3Backend> {
         let settings = S3Settings::from_env(endpoint_flag)?;
+        // About two minutes of retries with growing pauses: enough to ride out a store that
+        // restarts, short enough that a dead one ends the run.
         let retry = RetryConfig {
-            backoff: BackoffConfig::default(),
-            max_retries: 10,
-            retry_timeout: Duration::from_secs(120),
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(500),
+                max_backoff: Duration::from_secs(20),
+                base: 3.0,
+            },
+            max_retries: 12,
+            retry_timeout: Duration::from_secs(150),
         };
         let store = Arc::new(build(bucket, &settings, retry)?);
         let probe = build(
             bucket,
             &settings,
+            // The first contact is not retried: what fails there (credentials, bucket,
+            // endpoint) is a setting to fix, said at once.
             RetryConfig {
                 backoff: BackoffConfig::default(),
-                max_retries: 1,
+                max_retries: 0,
                 retry_timeout: Duration::from_secs(5),
             },
         )?;
@@ -247,10 +259,10 @@ pub fn summarize(e: &object_store::Error) -> String {
         let end = text[start..].find(&format!("</{name}>"))? + start;
         Some(text[start..end].to_string())
     };
-    let status = text
-        .split("status ")
-        .nth(1)
-        .map(|s| s.split(':').next().unwrap_or(s).trim().to_string());
+    let status = text.split("status code: ").nth(1).map(|s| {
+        let end = s.find(':').unwrap_or(s.len());
+        s[..end].trim().to_string()
+    });
     match (tag("Code"), status) {
         (Some(code), status) => {
             let msg = tag("Message")
@@ -261,7 +273,29 @@ pub fn summarize(e: &object_store::Error) -> String {
                 None => format!("{code}{msg}"),
             }
         }
-        (None, _) => text.lines().next().unwrap_or("").to_string(),
+        (None, _) => text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("Generic S3 error: ")
+            .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_summed_up_with_the_stores_code_and_status() {
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing list request: Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>InvalidAccessKeyId</Code><Message>The key is unknown.</Message></Error>".into(),
+        };
+        assert_eq!(
+            summarize(&e),
+            "InvalidAccessKeyId (The key is unknown.), HTTP 403 Forbidden"
+        );
     }
 }
 
@@ -478,10 +512,7 @@ impl S3Writer {
         while self.in_flight.len() >= PARTS_IN_FLIGHT {
             self.wait_oldest()?;
         }
-        let data = Bytes::from(std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(self.part_size),
-        ));
+        let data = Bytes::from(std::mem::take(&mut self.buffer));
         let index = self.parts.len() + self.in_flight.len();
         let (store, id) = (h.store.clone(), self.upload.clone().expect("open"));
         self.in_flight.push_back(h.runtime.spawn(async move {
@@ -527,14 +558,16 @@ impl S3Writer {
 
 impl Write for S3Writer {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = self.part_size - self.buffer.len();
+        let sent = self.parts.len() + self.in_flight.len();
+        let part_size = self.part_size << (sent / PARTS_PER_SIZE).min(10);
+        let room = part_size.saturating_sub(self.buffer.len()).max(1);
         let n = room.min(buf.len());
         if self.buffer.capacity() == 0 {
             self.buffer.reserve_exact(self.part_size.min(MIN_PART));
         }
         self.buffer.extend_from_slice(&buf[..n]);
         self.written += n as u64;
-        if self.buffer.len() == self.part_size {
+        if self.buffer.len() >= part_size {
             self.send_part()?;
         }
         Ok(n)
