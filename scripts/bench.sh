@@ -26,7 +26,9 @@
 #   dbbackup backup (native, --parallel-tables N), dbbackup restore (--jobs N
 #   --create), pg_dump -Fd -j N -Z 6, pg_restore -j N, pg_dump | zstd -T N -3,
 #   dbbackup backup of bench_small; then --format plain/custom against
-#   pg_dump | zstd -T0 -3 and pg_dump -Fc -Z 6.
+#   pg_dump | zstd -T0 -3 and pg_dump -Fc -Z 6; then the native backup and
+#   its restore through a local SeaweedFS S3 server (s3://bench/...) beside
+#   the directory runs above (wall, peak RSS, bytes sent = stored bytes).
 # Columns: wall seconds; client CPU (user+sys of the measured command and
 # its children, GNU time); server CPU (user+sys of the postgres processes
 # over the same interval, from /proc); peak RSS of the largest process of
@@ -66,7 +68,8 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 REPORT=$BENCH_DIR/results-$STAMP.txt
 TSV=$BENCH_DIR/results-$STAMP.tsv
 
-trap 'stop_throwaway_cluster "$PGDIR"' EXIT
+S3DIR=$BENCH_DIR/s3
+trap 'stop_throwaway_cluster "$PGDIR"; stop_seaweedfs "$S3DIR"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -77,6 +80,7 @@ qv() { q -At "$@"; }
 ensure_postgres
 ensure_time
 ensure_zstd
+ensure_seaweedfs
 DBB_OK=1
 if [[ -z ${DBBACKUP:-} ]]; then
 	ensure_cargo
@@ -316,6 +320,21 @@ measure dbb_custom formats "dbbackup --format custom -j$N" bench "$OUT/dbb-custo
 measure pgd_fc formats "pg_dump -Fc -Z6" bench "$OUT/pgdump.custom" \
 	pg_dump -Fc -Z 6 -f "$OUT/pgdump.custom" bench
 
+rm -rf "$S3DIR"
+start_seaweedfs "$S3DIR" bench
+S3LOC=s3://bench/native-$STAMP
+measure dbb_s3_backup s3 "dbbackup backup native -j$N to S3" bench - \
+	"$DBBACKUP" backup single bench --out "$S3LOC" --parallel-tables "$N" --quiet
+if ok dbb_s3_backup; then
+	# Bytes sent: what the store holds, as its manifest totals them.
+	R_SIZE[dbb_s3_backup]=$(curl -sf "$SEAWEED_FILER/buckets/${S3LOC#s3://}/manifest.json" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["totals"]["stored_bytes"])' || echo "")
+fi
+measure dbb_s3_restore s3 "dbbackup restore -j$N from S3" - - \
+	"$DBBACKUP" restore "$S3LOC" --dbname bench_restore_s3 --create --jobs "$N" --quiet
+if ok dbb_s3_restore; then check_restore bench bench_restore_s3; fi
+dropdb --if-exists bench_restore_s3
+
 # ----------------------------------------------------------------- report
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
@@ -378,6 +397,18 @@ header() {
 		"plain size: pg_dump | zstd -T0 -3 / dbbackup plain" "$(ratio pgd_zstd0 dbb_plain R_SIZE)" \
 		"custom wall: pg_dump -Fc -Z6 / dbbackup custom" "$(ratio pgd_fc dbb_custom R_WALL)" \
 		"custom size: pg_dump -Fc -Z6 / dbbackup custom" "$(ratio pgd_fc dbb_custom R_SIZE)"
+	printf '\n-- object storage (local SeaweedFS; size = bytes sent) --\n'
+	header
+	for id in dbb_backup dbb_s3_backup dbb_restore dbb_s3_restore; do row "$id"; done
+	printf '%-62s %s\n' \
+		"backup wall: S3 / directory" "$(ratio dbb_s3_backup dbb_backup R_WALL)" \
+		"restore wall: S3 / directory" "$(ratio dbb_s3_restore dbb_restore R_WALL)" \
+		"peak RSS: S3 backup / directory backup" "$(ratio dbb_s3_backup dbb_backup R_RSS)" \
+		"peak RSS: S3 restore / directory restore" "$(ratio dbb_s3_restore dbb_restore R_RSS)"
+	if ok dbb_s3_backup && ok dbb_backup; then
+		printf '%-62s %s MiB\n' "peak RSS: S3 backup - directory backup" \
+			"$(mib $(((R_RSS[dbb_s3_backup] - R_RSS[dbb_backup]) * 1024)))"
+	fi
 } | tee "$REPORT"
 
 {

@@ -20,6 +20,8 @@
 #   ensure_pg_matrix          servers 13, 14, 16, 17, 18 and client tools 18
 #                             in the cache; exports DBBACKUP_TEST_PG<N>_BINDIR
 #   ensure_seaweedfs          the `weed` S3 server in the cache; exports WEED_BIN
+#   start_seaweedfs DIR BUCKET / stop_seaweedfs DIR
+#                             a throwaway S3 store; exports AWS_* to reach it
 #   pg_bindir                 highest /usr/lib/postgresql/*/bin (or $PG_BINDIR)
 #   as_pg CMD...              run CMD as the `postgres` OS user when root
 #   free_port                 an unused TCP port on 127.0.0.1
@@ -399,4 +401,62 @@ ensure_seaweedfs() {
 	WEED_BIN=$(find "$pydir" -name weed -type f -perm -u+x | head -n 1)
 	[[ -n $WEED_BIN ]] || die "no weed binary in $pydir"
 	export WEED_BIN
+}
+
+# start_seaweedfs DIR BUCKET : start a throwaway SeaweedFS (weed server -s3)
+# in DIR on free ports of 127.0.0.1 with one test identity, create BUCKET,
+# and export the AWS_* settings that reach it (AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL) plus SEAWEED_FILER
+# (its filer's http://host:port). Needs ensure_seaweedfs first.
+start_seaweedfs() {
+	local dir=$1 bucket=$2
+	mkdir -p "$dir/data"
+	dir=$(cd "$dir" && pwd -P)
+	local key=dbbackup-local secret
+	secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+	printf '{"identities":[{"name":"local","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
+		"$key" "$secret" >"$dir/s3.json"
+	chmod 0600 "$dir/s3.json"
+	local m mg v vg f fg s sg
+	m=$(free_port) mg=$(free_port) v=$(free_port) vg=$(free_port)
+	f=$(free_port) fg=$(free_port) s=$(free_port) sg=$(free_port)
+	log "starting SeaweedFS in $dir (S3 on 127.0.0.1:$s)"
+	"$WEED_BIN" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+		-master.port="$m" -master.port.grpc="$mg" -volume.port="$v" -volume.port.grpc="$vg" \
+		-volume.max=100 -master.volumeSizeLimitMB=1024 \
+		-filer -filer.port="$f" -filer.port.grpc="$fg" \
+		-s3 -s3.port="$s" -s3.port.grpc="$sg" -s3.config="$dir/s3.json" \
+		>"$dir/weed.log" 2>&1 </dev/null &
+	echo $! >"$dir/weed.pid"
+	local i out
+	for ((i = 0; i < 300; i++)); do
+		out=$(echo "s3.bucket.create -name $bucket" |
+			"$WEED_BIN" shell -master="127.0.0.1:$m.$mg" 2>/dev/null | tail -n 1) || true
+		case $out in *"created bucket"* | *"already exist"*) break ;; esac
+		sleep 0.3
+	done
+	[[ $out == *"created bucket"* || $out == *"already exist"* ]] ||
+		die "SeaweedFS did not come up (log: $dir/weed.log)"
+	for ((i = 0; i < 300; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$s") 2>/dev/null && break
+		sleep 0.2
+	done
+	export AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_REGION=us-east-1
+	export AWS_ENDPOINT_URL=http://127.0.0.1:$s SEAWEED_FILER=http://127.0.0.1:$f
+}
+
+# stop_seaweedfs DIR : stop the SeaweedFS started in DIR (SIGTERM, then
+# SIGKILL after 5 s: it can linger). Safe in an EXIT trap; always returns 0.
+stop_seaweedfs() {
+	local pidfile=${1:-}/weed.pid pid i
+	[[ -f $pidfile ]] || return 0
+	pid=$(cat "$pidfile")
+	kill "$pid" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$pid" 2>/dev/null || true
+	rm -f "$pidfile"
+	return 0
 }
