@@ -71,9 +71,14 @@ enum Event {
     Failed(Error),
 }
 
-/// Refuses an output directory that holds anything; creates it private (0700).
-pub fn prepare_out_dir(out: &crate::storage::Store) -> Result<()> {
-    out.prepare_new()
+/// Claims the location of a new backup: creates it (a directory private to the owner, 0700),
+/// takes its lock (so that a second dbbackup is told whose run it is), and refuses it if it
+/// holds anything else.
+pub fn prepare_out_dir(out: &crate::storage::Store) -> Result<DirLock> {
+    out.create_dir("")?;
+    let lock = DirLock::acquire(out)?;
+    out.check_empty(&[crate::dirlock::LOCK_FILE])?;
+    Ok(lock)
 }
 
 /// Cancel keys of every session a backup opened, so that stopping it (failure, Ctrl-C, a
@@ -140,17 +145,17 @@ pub async fn backup_native(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) -> Result<Manifest> {
-    if opts.resume {
+    let _lock = if opts.resume {
         if !opts.out.exists(crate::manifest::MANIFEST_FILE)? {
             return Err(Error::Refused(format!(
                 "nothing to resume: {} has no manifest.json",
                 opts.out.display()
             )));
         }
+        DirLock::acquire(&opts.out)?
     } else {
-        prepare_out_dir(&opts.out)?;
-    }
-    let _lock = DirLock::acquire(&opts.out)?;
+        prepare_out_dir(&opts.out)?
+    };
     let sessions = Sessions::default();
     let children = ChildSet::default();
     let mut manifest: Option<Manifest> = None;

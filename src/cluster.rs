@@ -773,13 +773,12 @@ pub async fn backup_cluster(
         )));
     }
 
-    let previous = if opts.db.resume {
-        Some(ClusterManifest::load(&opts.out)?)
+    let (previous, _lock) = if opts.db.resume {
+        let previous = ClusterManifest::load(&opts.out)?;
+        (Some(previous), crate::dirlock::DirLock::acquire(&opts.out)?)
     } else {
-        prepare_out_dir(&opts.out)?;
-        None
+        (None, prepare_out_dir(&opts.out)?)
     };
-    let _lock = crate::dirlock::DirLock::acquire(&opts.out)?;
     let mut manifest = ClusterManifest {
         kind: CLUSTER_KIND.into(),
         format_version: CLUSTER_FORMAT_VERSION,

@@ -373,7 +373,7 @@ pub async fn backup_stream(
             ))
         }
     };
-    prepare_out_dir(&opts.out)?;
+    let _lock = prepare_out_dir(&opts.out)?;
     let started = Instant::now();
     let mut database = plan.probe.database.clone();
     database.name = dbname.to_string();

@@ -315,3 +315,92 @@ fn wrong_secret_missing_bucket_and_unreachable_endpoint_each_give_one_clear_line
     let err = one_line(&o);
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
 }
+
+#[test]
+fn a_lock_of_a_live_process_or_another_host_is_respected_and_named() {
+    let db = cluster().unique_db("s3_lock");
+    cluster().create_db(&db);
+    let location = s3().location("locked");
+    let backup = || {
+        let mut cmd = dbb();
+        cmd.args([
+            "backup", "single", &db, "--format", "native", "--out", &location,
+        ]);
+        cmd
+    };
+    // A live process of this host holds it: the test process itself.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = |host: &str, pid: u32| {
+        format!(
+            r#"{{"host":"{}","pid":{pid},"started_at":"2026-11-29T02:00:00Z"}}"#,
+            host.trim()
+        )
+    };
+    s3().write(
+        &location,
+        ".dbbackup.lock",
+        lock(&host, std::process::id()).as_bytes(),
+    );
+    let o = fail(&mut backup());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains("in use by another dbbackup"), "{err}");
+    // Another host's lock is never taken over, whatever its pid.
+    s3().write(
+        &location,
+        ".dbbackup.lock",
+        lock("elsewhere.example", 1).as_bytes(),
+    );
+    let o = fail(&mut backup());
+    let err = text(&o.stderr);
+    assert!(err.contains("on host elsewhere.example"), "{err}");
+    assert!(err.contains(".dbbackup.lock"), "{err}");
+    // A stale lock of this host (a process that is gone) is taken over.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    s3().write(
+        &location,
+        ".dbbackup.lock",
+        lock(&host, gone_pid).as_bytes(),
+    );
+    ok(backup().arg("--quiet"));
+    assert!(
+        !s3().list(&location).iter().any(|o| o == ".dbbackup.lock"),
+        "the lock is released at the end"
+    );
+}
+
+#[test]
+fn credentials_come_from_the_shared_files_of_aws_profile() {
+    let db = cluster().unique_db("s3_profile");
+    cluster().create_db(&db);
+    cluster().psql(
+        &db,
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let credentials = tmp.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[nightly]\naws_access_key_id = {}\naws_secret_access_key = {SECRET_KEY}\n",
+            support::s3::ACCESS_KEY
+        ),
+    )
+    .unwrap();
+    let location = s3().location("profile");
+    ok(dbb()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+        .env("AWS_CONFIG_FILE", tmp.path().join("no-config"))
+        .env("AWS_PROFILE", "nightly")
+        .args([
+            "backup", "single", &db, "--quiet", "--format", "native", "--out", &location,
+        ]));
+    assert_eq!(manifest(&location)["status"], "complete");
+}

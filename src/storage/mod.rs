@@ -184,10 +184,14 @@ impl Store {
         self.backend.clean_incomplete(&self.key(""))
     }
 
-    /// A new backup goes only into an empty or absent location (a directory is created
-    /// private to the owner).
-    pub fn prepare_new(&self) -> Result<()> {
-        let existing = self.list()?;
+    /// A new backup goes only into an empty location: refuses one that holds any object but
+    /// those named in `except`.
+    pub fn check_empty(&self, except: &[&str]) -> Result<()> {
+        let existing: Vec<(String, u64)> = self
+            .list()?
+            .into_iter()
+            .filter(|(name, _)| !except.contains(&name.as_str()))
+            .collect();
         if let Some((first, _)) = existing.first() {
             return Err(Error::Refused(format!(
                 "output directory {} is not empty ({} files, e.g. {first}); choose a new directory",
@@ -195,6 +199,6 @@ impl Store {
                 existing.len()
             )));
         }
-        self.create_dir("")
+        Ok(())
     }
 }
