@@ -12,25 +12,16 @@ use std::time::Duration;
 use support::s3::{s3, BUCKET, SECRET_KEY};
 use support::{assert_same, cluster, dbbackup, run_ok};
 
-/// dbbackup with the store's settings in its environment.
 fn dbb() -> Command {
-    let mut cmd = dbbackup();
-    cmd.envs(s3().env());
-    cmd
+    support::s3::dbbackup_s3()
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Runs, expects success, and checks that the secret key appears in no output.
 fn ok(cmd: &mut Command) -> Output {
-    let o = run_ok(cmd);
-    assert!(
-        !text(&o.stdout).contains(SECRET_KEY) && !text(&o.stderr).contains(SECRET_KEY),
-        "the secret key was printed"
-    );
-    o
+    support::s3::run_ok_secretless(cmd)
 }
 
 fn fail(cmd: &mut Command) -> Output {
@@ -50,7 +41,7 @@ fn fail(cmd: &mut Command) -> Output {
 }
 
 fn manifest(location: &str) -> serde_json::Value {
-    serde_json::from_slice(&s3().read(location, "manifest.json")).expect("manifest JSON")
+    support::s3::manifest_of(location)
 }
 
 fn fixture_db(prefix: &str) -> String {

@@ -10,9 +10,7 @@ use support::s3::{s3, SECRET_KEY};
 use support::{assert_same, cluster, dbbackup, gate, run_ok};
 
 fn dbb() -> Command {
-    let mut cmd = dbbackup();
-    cmd.envs(s3().env());
-    cmd
+    support::s3::dbbackup_s3()
 }
 
 fn text(b: &[u8]) -> String {
@@ -20,16 +18,11 @@ fn text(b: &[u8]) -> String {
 }
 
 fn ok(cmd: &mut Command) -> Output {
-    let o = run_ok(cmd);
-    assert!(
-        !text(&o.stderr).contains(SECRET_KEY),
-        "the secret key was printed"
-    );
-    o
+    support::s3::run_ok_secretless(cmd)
 }
 
 fn manifest(location: &str) -> serde_json::Value {
-    serde_json::from_slice(&s3().read(location, "manifest.json")).expect("manifest JSON")
+    support::s3::manifest_of(location)
 }
 
 #[test]

@@ -315,6 +315,30 @@ impl S3Server {
     }
 }
 
+/// dbbackup (see [`super::dbbackup`]) with the store's settings in its environment.
+pub fn dbbackup_s3() -> Command {
+    let mut cmd = super::dbbackup();
+    cmd.envs(s3().env());
+    cmd
+}
+
+/// The manifest of the backup at `location`, read from the store.
+pub fn manifest_of(location: &str) -> serde_json::Value {
+    serde_json::from_slice(&s3().read(location, "manifest.json")).expect("manifest JSON")
+}
+
+/// Runs `cmd`, expects success, and checks that the secret key appears in none of its output.
+pub fn run_ok_secretless(cmd: &mut Command) -> std::process::Output {
+    let o = super::run_ok(cmd);
+    for stream in [&o.stdout, &o.stderr] {
+        assert!(
+            !String::from_utf8_lossy(stream).contains(SECRET_KEY),
+            "the secret key was printed"
+        );
+    }
+    o
+}
+
 fn register_cleanup() {
     extern "C" fn stop_at_exit() {
         let _ = std::panic::catch_unwind(|| {
