@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::s3::{s3, BUCKET, SECRET_KEY};
-use support::{assert_same, cluster, dbbackup, run_ok};
+use support::{assert_same, cluster};
 
 fn dbb() -> Command {
     support::s3::dbbackup_s3()

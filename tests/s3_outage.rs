@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Output, Stdio};
 
 use support::s3::{s3, SECRET_KEY};
-use support::{assert_same, cluster, dbbackup, gate, run_ok};
+use support::{assert_same, cluster, gate};
 
 fn dbb() -> Command {
     support::s3::dbbackup_s3()
