@@ -50,20 +50,20 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::strategy::human_bytes;
 use crate::backup::{prepare_out_dir, BackupOptions};
-use crate::child::Child;
-use crate::chunk::{ChunkReader, ChunkWriter};
-use crate::compress::{Codec, Decoder, Encoder};
-use crate::conn::ConnParams;
 use crate::error::{Error, Result};
-use crate::manifest::{
+use crate::format::chunk::{ChunkReader, ChunkWriter};
+use crate::format::compress::{Codec, Decoder, Encoder};
+use crate::format::manifest::{
     now_rfc3339, Chunk, Manifest, OptionsRecord, Status, Strategy, StrategyKind, Totals,
     FORMAT_VERSION,
 };
-use crate::probe::Probe;
 use crate::progress::Progress;
 use crate::restore::{RestoreOptions, RestoreSummary};
-use crate::strategy::human_bytes;
+use crate::source::child::Child;
+use crate::source::conn::ConnParams;
+use crate::source::probe::Probe;
 
 /// Directory of the stream pieces inside the backup directory.
 pub const STREAM_DIR: &str = "stream";
@@ -74,7 +74,7 @@ const GRACE: Duration = Duration::from_secs(5);
 /// At most this many compression threads: each zstd worker holds a few MiB of buffers.
 const MAX_THREADS: usize = 16;
 
-/// What [`crate::strategy`] decided and found, for [`backup_stream`].
+/// What [`crate::backup::strategy`] decided and found, for [`backup_stream`].
 pub struct StreamPlan<'a> {
     pub strategy: Strategy,
     pub probe: &'a Probe,
@@ -404,7 +404,7 @@ pub async fn backup_stream(
         schema: vec![],
         tables: vec![],
         sequences: vec![],
-        large_objects: crate::manifest::LargeObjects {
+        large_objects: crate::format::manifest::LargeObjects {
             count: plan.probe.large_object_count.max(0) as u64,
             // No large-object chunks: their data is inside the stream.
             bytes: 0,
@@ -617,7 +617,7 @@ fn open_stream(dir: &Store, m: &Manifest) -> Result<StreamDecoder> {
     let codec = m.stream.first().map_or(Codec::None, |c| c.codec);
     if m.stream.iter().any(|c| c.codec != codec) {
         return Err(Error::manifest(
-            dir.describe(crate::manifest::MANIFEST_FILE),
+            dir.describe(crate::format::manifest::MANIFEST_FILE),
             "the stream's pieces disagree about the codec",
         ));
     }
@@ -661,7 +661,7 @@ fn finish_stream(dec: &mut StreamDecoder, m: &Manifest, dir: &Store, raw: u64) -
 fn check_pieces(dir: &Store, m: &Manifest) -> Result<()> {
     if m.stream.is_empty() {
         return Err(Error::manifest(
-            dir.describe(crate::manifest::MANIFEST_FILE),
+            dir.describe(crate::format::manifest::MANIFEST_FILE),
             format!("a {} backup without stream files", m.strategy.kind.as_str()),
         ));
     }
@@ -752,7 +752,7 @@ async fn clean_restore_sections(
     let env = conn.child_env(&opts.target);
     let target = dbname_conninfo(&opts.target);
     let session = conn.connect(&opts.target).await?;
-    let listing = std::process::Command::new(crate::child::pg_program("pg_restore"))
+    let listing = std::process::Command::new(crate::source::child::pg_program("pg_restore"))
         .arg("--list")
         .arg(file)
         .output()
@@ -806,7 +806,7 @@ async fn clean_restore_sections(
             format!("--dbname={target}").into(),
             file.as_os_str().to_os_string(),
         ]);
-        let child = crate::pgrestore::spawn(args, &env, Stdio::null())?;
+        let child = crate::source::pgrestore::spawn(args, &env, Stdio::null())?;
         let pid = child.id();
         let handle = tokio::task::spawn_blocking(move || child.wait());
         supervise(pid, handle, cancel).await?;
@@ -829,10 +829,10 @@ pub async fn restore_stream(
         ));
     }
     check_pieces(&opts.dir, manifest)?;
-    crate::pgtools::choose_for_restore_into(
+    crate::source::pgtools::choose_for_restore_into(
         conn,
         manifest.server_version_num,
-        crate::child::version_num(&manifest.pg_dump_version),
+        crate::source::child::version_num(&manifest.pg_dump_version),
         progress.as_ref(),
     )
     .await?;
@@ -890,7 +890,7 @@ pub async fn restore_stream(
             ];
             args.push(file.0.clone().into_os_string());
             progress.worker_busy(0, "pg_restore");
-            let child = crate::pgrestore::spawn(args, &env, Stdio::null())?;
+            let child = crate::source::pgrestore::spawn(args, &env, Stdio::null())?;
             let pid = child.id();
             let handle = tokio::task::spawn_blocking(move || child.wait());
             supervise(pid, handle, &cancel).await
@@ -922,7 +922,7 @@ pub async fn restore_stream(
             args.push(format!("--dbname={target}").into());
             progress.worker_busy(0, program);
             let child = if program == "pg_restore" {
-                crate::pgrestore::spawn(args, &env, Stdio::piped())?
+                crate::source::pgrestore::spawn(args, &env, Stdio::piped())?
             } else {
                 Child::spawn(program, &args, &env, Stdio::piped(), Stdio::null())?
             };
@@ -952,7 +952,8 @@ pub async fn restore_stream(
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
     drop(session);
     if opts.create {
-        crate::dbprops::apply_database_properties(conn, &opts.target, &manifest.database).await?;
+        crate::source::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
+            .await?;
     }
     Ok(RestoreSummary {
         tables: manifest
@@ -979,9 +980,9 @@ fn feed(
     cancel: &CancellationToken,
 ) -> Result<()> {
     // A plain script from newer tools may set parameters the target lacks (see pgrestore).
-    let mut stdin = crate::pgrestore::SettingsFilter::new(
+    let mut stdin = crate::source::pgrestore::SettingsFilter::new(
         child.stdin().expect("stdin is piped"),
-        crate::pgrestore::settings_to_leave_out(),
+        crate::source::pgrestore::settings_to_leave_out(),
     );
     let mut dec = match open_stream(dir, m) {
         Ok(d) => d,

@@ -5,10 +5,10 @@
 use crate::storage::Store;
 use std::io::Read;
 
-use crate::chunk::ChunkReader;
-use crate::copyfmt::{walk, CopyFormat};
 use crate::error::{Error, Result};
-use crate::manifest::{Chunk, Manifest, Status};
+use crate::format::chunk::ChunkReader;
+use crate::format::copyfmt::{walk, CopyFormat};
+use crate::format::manifest::{Chunk, Manifest, Status};
 
 /// What a chunk's payload is, and so how to walk it.
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +62,7 @@ pub fn verify_dir(dir: &Store) -> Result<Report> {
     match manifest.status {
         Status::Complete => {}
         other => report.problems.push(Error::manifest(
-            dir.describe(crate::manifest::MANIFEST_FILE),
+            dir.describe(crate::format::manifest::MANIFEST_FILE),
             format!(
                 "backup status is {other:?}, not complete{}",
                 manifest
@@ -82,7 +82,7 @@ pub fn verify_dir(dir: &Store) -> Result<Report> {
         for u in &t.units {
             if !u.done {
                 report.problems.push(Error::manifest(
-                    dir.describe(crate::manifest::MANIFEST_FILE),
+                    dir.describe(crate::format::manifest::MANIFEST_FILE),
                     format!(
                         "table {} unit {} was never completed",
                         t.display_name(),
@@ -135,7 +135,7 @@ pub fn verify_chunk(dir: &Store, chunk: &Chunk, payload: Payload) -> Result<()> 
         Payload::Copy(format) => walk(format, &mut counter)
             .map(Some)
             .map_err(|e| e.to_string()),
-        Payload::LargeObjects => crate::largeobj::walk(&mut counter)
+        Payload::LargeObjects => crate::source::largeobj::walk(&mut counter)
             .map(Some)
             .map_err(|e| e.to_string()),
         Payload::Opaque => std::io::copy(&mut counter, &mut std::io::sink())
@@ -189,7 +189,7 @@ fn unlisted_files(dir: &Store, m: &Manifest) -> Vec<Error> {
     };
     all.into_iter()
         .filter(|(name, _)| {
-            (name.ends_with(crate::chunk::TMP_SUFFIX)
+            (name.ends_with(crate::format::chunk::TMP_SUFFIX)
                 || name.ends_with(crate::storage::s3::UPLOAD_SUFFIX))
                 && !listed.contains(name.as_str())
         })

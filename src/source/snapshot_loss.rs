@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::ConnParams;
 use crate::error::Error;
-use crate::manifest::quote_literal;
+use crate::format::manifest::quote_literal;
+use crate::source::conn::ConnParams;
 
 /// Bound for the import check; a server that does not answer within it is not judged.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(20);

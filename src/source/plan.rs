@@ -4,7 +4,7 @@
 //! threshold. Units are sized by `pg_table_size` (heap + TOAST) and run largest first, so that
 //! a TOAST-heavy table with few heap pages does not start last and become the backup's tail.
 
-use crate::probe::TableInfo;
+use crate::source::probe::TableInfo;
 
 /// One COPY to run.
 #[derive(Debug, Clone, PartialEq, Eq)]

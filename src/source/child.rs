@@ -22,9 +22,9 @@ const STDERR_TAIL_LINES: usize = 20;
 /// Time a child gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Where PostgreSQL client program `name` is run from ([`crate::pgtools::program`]).
+/// Where PostgreSQL client program `name` is run from ([`crate::source::pgtools::program`]).
 pub fn pg_program(name: &str) -> PathBuf {
-    crate::pgtools::program(name)
+    crate::source::pgtools::program(name)
 }
 
 /// Process groups of the children alive right now, so that an interrupted run can take them

@@ -5,12 +5,12 @@ use std::io::Read;
 
 use std::process::Stdio;
 
-use crate::child::{Child, ChildSet};
-use crate::chunk::ChunkWriter;
-use crate::compress::Codec;
-use crate::conn::ConnParams;
 use crate::error::{Error, Result};
-use crate::manifest::Chunk;
+use crate::format::chunk::ChunkWriter;
+use crate::format::compress::Codec;
+use crate::format::manifest::Chunk;
+use crate::source::child::{Child, ChildSet};
+use crate::source::conn::ConnParams;
 
 /// Runs `pg_dump --format=custom --section=SECTION --snapshot=ID` on `dbname` and stores its
 /// archive as `root/rel` (pg_dump compresses custom archives itself, so stored as-is).

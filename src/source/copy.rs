@@ -5,12 +5,12 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
-use crate::copyfmt::{CopyFormat, Piece, Splitter};
 use crate::error::{Error, Result};
-use crate::manifest::{quote_ident, Chunk, Table};
-use crate::plan::WorkUnit;
+use crate::format::copyfmt::{CopyFormat, Piece, Splitter};
+use crate::format::manifest::{quote_ident, Chunk, Table};
 use crate::progress::Progress;
-use crate::sink::{spawn_sink, SinkConfig, BATCH_BYTES};
+use crate::source::plan::WorkUnit;
+use crate::source::sink::{spawn_sink, SinkConfig, BATCH_BYTES};
 
 /// The `COPY ... TO STDOUT` statement of a unit. Explicit column lists leave generated columns
 /// out; `ONLY` (implicit in `COPY table TO`) keeps inheritance children from being counted twice.
@@ -115,7 +115,7 @@ pub async fn dump_unit(
     }
     .await;
     drop(tx);
-    crate::sink::join_unit(result, handle, &root, &what()).await
+    crate::source::sink::join_unit(result, handle, &root, &what()).await
 }
 
 /// The format name used in chunk file names.

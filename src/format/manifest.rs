@@ -10,9 +10,9 @@ use std::path::{Component, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::compress::Codec;
-use crate::copyfmt::CopyFormat;
 use crate::error::{Error, Result};
+use crate::format::compress::Codec;
+use crate::format::copyfmt::CopyFormat;
 use crate::storage::Store;
 
 /// Version of the manifest layout written by this build; readers refuse newer ones.

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::tls::{MakeRustlsConnect, TlsFiles, Verify};
+use crate::source::tls::{MakeRustlsConnect, TlsFiles, Verify};
 use crate::{Error, Result};
 
 /// Connection flags shared by every subcommand (clap derive; flattened into the CLI).
@@ -145,7 +145,7 @@ impl ConnParams {
     /// Flags > `PGHOST`/`PGPORT`/`PGUSER` > defaults (socket directory, 5432, OS user).
     /// Also reads `PGPASSWORD`, `PGPASSFILE`, `PGDATABASE` (maintenance db, default
     /// "postgres"), `PGSSLMODE` (default prefer), `PGSSLROOTCERT`/`PGSSLCERT`/`PGSSLKEY`
-    /// (defaults under `home`/.postgresql; see [`crate::tls`]) and `PGCONNECT_TIMEOUT`. Empty
+    /// (defaults under `home`/.postgresql; see [`crate::source::tls`]) and `PGCONNECT_TIMEOUT`. Empty
     /// variables count as unset. Fails with [`Error::Usage`] on unparsable values and
     /// multi-host lists. Unusable TLS files (e.g. sslmode=verify-ca without a root
     /// certificate) are reported by [`ConnParams::connect`], only when TLS is used.
@@ -214,7 +214,7 @@ impl ConnParams {
                 env("PGSSLKEY"),
                 home,
             );
-            crate::tls::connector(sslmode, &files).map(|(connector, verify)| TlsSetup {
+            crate::source::tls::connector(sslmode, &files).map(|(connector, verify)| TlsSetup {
                 connector,
                 verified_by: (verify != Verify::Nothing)
                     .then(|| files.root_cert.clone())
@@ -357,7 +357,7 @@ impl ConnParams {
         v
     }
 
-    /// Opens a connection to `dbname` (TLS as the sslmode says, see [`crate::tls`]), spawns
+    /// Opens a connection to `dbname` (TLS as the sslmode says, see [`crate::source::tls`]), spawns
     /// its driver on the current tokio runtime and pins the session settings a dump/restore
     /// relies on (ISO dates, exact floats, no timeouts, no silent row-level-security
     /// filtering). Must be called inside a tokio runtime. Fails with [`Error::Connect`] naming
@@ -470,7 +470,9 @@ fn is_tls_error(e: &tokio_postgres::Error) -> bool {
 pub async fn cancel_query(
     token: &tokio_postgres::CancelToken,
 ) -> std::result::Result<(), tokio_postgres::Error> {
-    token.cancel_query(crate::tls::cancel_connector()).await
+    token
+        .cancel_query(crate::source::tls::cancel_connector())
+        .await
 }
 
 type Driver = tokio::task::JoinHandle<std::result::Result<(), tokio_postgres::Error>>;

@@ -24,12 +24,14 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::ChunkReader;
-use crate::conn::ConnParams;
-use crate::copy::copy_in_sql;
 use crate::error::{Error, Result};
-use crate::manifest::{quote_ident, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table};
+use crate::format::chunk::ChunkReader;
+use crate::format::manifest::{
+    quote_ident, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table,
+};
 use crate::progress::Progress;
+use crate::source::conn::ConnParams;
+use crate::source::copy::copy_in_sql;
 use crate::storage::Store;
 use crate::verify::{verify_chunk, Payload};
 
@@ -107,8 +109,12 @@ pub async fn restore_database(
     if manifest.strategy.kind != StrategyKind::Native {
         let s = crate::pgstream::restore_stream(conn, opts, &manifest, progress, cancel).await?;
         if reuse {
-            crate::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
-                .await?;
+            crate::source::dbprops::apply_database_properties(
+                conn,
+                &opts.target,
+                &manifest.database,
+            )
+            .await?;
         }
         return Ok(s);
     }
@@ -130,10 +136,10 @@ pub async fn restore_database(
         summary.phases.push((name, clock.elapsed().as_secs_f64()));
         clock = std::time::Instant::now();
     };
-    crate::pgtools::choose_for_restore_into(
+    crate::source::pgtools::choose_for_restore_into(
         conn,
         manifest.server_version_num,
-        crate::child::version_num(&manifest.pg_dump_version),
+        crate::source::child::version_num(&manifest.pg_dump_version),
         progress.as_ref(),
     )
     .await?;
@@ -170,7 +176,7 @@ pub async fn restore_database(
     phase(&mut summary, "pre-data");
 
     if let Some(metadata) = &manifest.large_objects.metadata {
-        crate::largeobj::restore_metadata(&target.client, &opts.dir, metadata).await?;
+        crate::source::largeobj::restore_metadata(&target.client, &opts.dir, metadata).await?;
     }
     load_data(conn, opts, &manifest, &progress, &cancel, &mut summary).await?;
     phase(&mut summary, "data");
@@ -198,7 +204,8 @@ pub async fn restore_database(
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
     phase(&mut summary, "analyze");
     if opts.create || reuse {
-        crate::dbprops::apply_database_properties(conn, &opts.target, &manifest.database).await?;
+        crate::source::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
+            .await?;
     }
     summary.tables = manifest.tables.len() as u64;
     Ok(summary)
@@ -246,7 +253,8 @@ pub(crate) async fn prepare_target(
             .await
             .map_err(|e| Error::query("reading server version", e))?
             .get(0);
-        let (create, warning) = crate::dbprops::create_database_sql(&opts.target, db, version);
+        let (create, warning) =
+            crate::source::dbprops::create_database_sql(&opts.target, db, version);
         if let Some(warning) = warning {
             progress.note(&format!("warning: {warning}"));
         }
@@ -376,7 +384,7 @@ fn pg_restore(
     };
     let mut env = conn.child_env(target);
     env.push(("PGOPTIONS".into(), restore_pgoptions()));
-    let result = crate::pgrestore::spawn(args, &env, Stdio::null())?.wait();
+    let result = crate::source::pgrestore::spawn(args, &env, Stdio::null())?.wait();
     drop(staged);
     result
 }
@@ -656,7 +664,7 @@ async fn load_large_objects(
         .await
         .map_err(|e| Error::query(what(), e))?;
     let mut rx = spawn_reader(root.clone(), chunk.clone(), 4, |reader| {
-        crate::largeobj::read_record(reader)
+        crate::source::largeobj::read_record(reader)
     });
     let mut records = 0u64;
     loop {

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::compress::{Codec, Decoder, Encoder};
 use crate::error::{Error, Result};
-use crate::manifest::Chunk;
+use crate::format::compress::{Codec, Decoder, Encoder};
+use crate::format::manifest::Chunk;
 use crate::storage::{ObjectWriter, Store};
 
 pub use crate::storage::local::{create_private_dir, TMP_SUFFIX};

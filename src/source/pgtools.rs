@@ -227,7 +227,7 @@ fn choose(candidates: &[ClientTools], min_major: i32, server_major: i32) -> Clie
 /// pg_dump `archive_num` into it, says which, and warns when the target is an older major
 /// than the backup's source (`source_num`): a downgrade is not promised to work.
 pub async fn choose_for_restore_into(
-    conn: &crate::conn::ConnParams,
+    conn: &crate::source::conn::ConnParams,
     source_num: i32,
     archive_num: i32,
     progress: &dyn crate::progress::Progress,
@@ -271,7 +271,7 @@ pub fn version_of(path: &Path) -> Result<(i32, String)> {
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
         .unwrap_or("")
         .to_string();
-    Ok((crate::child::version_num(&version), version))
+    Ok((crate::source::child::version_num(&version), version))
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@
 //! from 16 and `BUILTIN_LOCALE` from 17, and a server rejects the options it does not know, so
 //! the statement is built for the target's version, not the source's.
 
-use crate::conn::ConnParams;
 use crate::error::{Error, Result};
-use crate::manifest::{quote_ident, quote_literal, DatabaseInfo, Grant, Setting};
+use crate::format::manifest::{quote_ident, quote_literal, DatabaseInfo, Grant, Setting};
+use crate::source::conn::ConnParams;
 use tokio_postgres::Client;
 
 /// The catalog columns giving (provider, provider's locale, ICU rules) on a server of `version`.

@@ -5,11 +5,11 @@
 
 use tokio::sync::mpsc;
 
-use crate::chunk::ChunkWriter;
-use crate::compress::Codec;
-use crate::copyfmt::Piece;
 use crate::error::Result;
-use crate::manifest::Chunk;
+use crate::format::chunk::ChunkWriter;
+use crate::format::compress::Codec;
+use crate::format::copyfmt::Piece;
+use crate::format::manifest::Chunk;
 
 /// Batches in flight per unit. With batches of ~256 KiB this bounds a unit's buffered data to
 /// a few MiB (plus one row, which the protocol delivers whole).

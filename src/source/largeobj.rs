@@ -14,13 +14,13 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_postgres::Client;
 
-use crate::chunk::{ChunkReader, ChunkWriter};
-use crate::compress::Codec;
-use crate::copyfmt::Piece;
 use crate::error::{Error, Result};
-use crate::manifest::Chunk;
+use crate::format::chunk::{ChunkReader, ChunkWriter};
+use crate::format::compress::Codec;
+use crate::format::copyfmt::Piece;
+use crate::format::manifest::Chunk;
 use crate::progress::Progress;
-use crate::sink::{spawn_sink, SinkConfig, BATCH_BYTES};
+use crate::source::sink::{spawn_sink, SinkConfig, BATCH_BYTES};
 
 /// Bytes read per `lo_get` call and stored per record.
 pub const PIECE: usize = 1024 * 1024;
@@ -211,7 +211,7 @@ pub async fn dump(
     }
     .await;
     drop(tx);
-    crate::sink::join_unit(result, handle, &root, "large objects").await
+    crate::source::sink::join_unit(result, handle, &root, "large objects").await
 }
 
 /// One record of a large-object chunk.

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
-use crate::copyfmt::CopyFormat;
 use crate::error::{Error, Result};
-use crate::manifest::{Column, DatabaseInfo};
+use crate::format::copyfmt::CopyFormat;
+use crate::format::manifest::{Column, DatabaseInfo};
 
 /// Types with OIDs below this are built into the server (FirstNormalObjectId); their OIDs and
 /// binary forms are the same in every database of a major version.
@@ -117,7 +117,8 @@ pub async fn probe(
     let server_version_num: i32 = row.get(1);
     let database_size: i64 = row.get(2);
 
-    let database = crate::dbprops::database_info(client, dbname, server_version_num).await?;
+    let database =
+        crate::source::dbprops::database_info(client, dbname, server_version_num).await?;
     let mut tables = tables(client).await?;
     lock_tables(client, &tables, lock_timeout).await?;
     table_sizes(client, &mut tables).await?;
@@ -330,8 +331,8 @@ pub async fn lock_tables(
     for t in tables {
         let sql = format!(
             "LOCK TABLE ONLY {}.{} IN ACCESS SHARE MODE",
-            crate::manifest::quote_ident(&t.schema),
-            crate::manifest::quote_ident(&t.name)
+            crate::format::manifest::quote_ident(&t.schema),
+            crate::format::manifest::quote_ident(&t.name)
         );
         if let Err(e) = client.batch_execute(&sql).await {
             let what = if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {

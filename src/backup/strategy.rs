@@ -18,11 +18,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::{backup_database, BackupOptions};
-use crate::conn::ConnParams;
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, Strategy, StrategyKind};
-use crate::probe::{probe, Probe};
+use crate::format::manifest::{Manifest, Strategy, StrategyKind};
 use crate::progress::Progress;
+use crate::source::conn::ConnParams;
+use crate::source::probe::{probe, Probe};
 
 /// Default of `--plain-threshold`: 5 GiB.
 pub const DEFAULT_PLAIN_THRESHOLD: u64 = 5 << 30;
@@ -91,14 +91,14 @@ pub struct ProbeResult {
     pub probe: Probe,
     pub pg_dump_version: String,
     pub pg_dump_version_num: i32,
-    /// The client tools chosen for the server, and why ([`crate::pgtools`]).
+    /// The client tools chosen for the server, and why ([`crate::source::pgtools`]).
     pub client_tools: String,
 }
 
-/// Chooses the client tools for the probed server ([`crate::pgtools`]) and refuses a pg_dump
+/// Chooses the client tools for the probed server ([`crate::source::pgtools`]) and refuses a pg_dump
 /// older than the server.
 pub fn with_client_tools(probe: Probe) -> Result<ProbeResult> {
-    let tools = crate::pgtools::choose_for_backup(probe.server_version_num)?;
+    let tools = crate::source::pgtools::choose_for_backup(probe.server_version_num)?;
     check_pg_dump_version(
         tools.version_num,
         &tools.version,
@@ -117,7 +117,7 @@ impl ProbeResult {
     /// The manifest's `probe` record: sizes, counts, versions, the largest tables.
     pub fn to_json(&self) -> serde_json::Value {
         let p = &self.probe;
-        let mut tables: Vec<&crate::probe::TableInfo> = p.tables.iter().collect();
+        let mut tables: Vec<&crate::source::probe::TableInfo> = p.tables.iter().collect();
         tables.sort_by_key(|t| std::cmp::Reverse(t.size_bytes));
         let listed: Vec<serde_json::Value> = tables
             .iter()

@@ -13,8 +13,8 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::Stdio;
 
-use crate::child::Child;
 use crate::error::Result;
+use crate::source::child::Child;
 
 /// Session settings pg_restore sends that older servers reject: (parameter, first server
 /// version that has it).
@@ -31,7 +31,7 @@ fn unknown_to(server_num: i32, tools_num: i32) -> Vec<&'static str> {
 
 /// The settings to leave out of scripts for the server the selected tools were chosen for.
 pub fn settings_to_leave_out() -> Vec<&'static str> {
-    crate::pgtools::selected()
+    crate::source::pgtools::selected()
         .filter(|t| t.server_num > 0)
         .map(|t| unknown_to(t.server_num, t.version_num))
         .unwrap_or_default()

@@ -35,16 +35,16 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::strategy::{FormatChoice, StrategyOptions};
 use crate::backup::{prepare_out_dir, BackupOptions};
-use crate::child::Child;
-use crate::chunk::{ChunkReader, ChunkWriter};
-use crate::conn::ConnParams;
 use crate::error::{Error, Result};
-use crate::manifest::{now_rfc3339, Chunk, Manifest, OptionsRecord, Status, MANIFEST_FILE};
+use crate::format::chunk::{ChunkReader, ChunkWriter};
+use crate::format::manifest::{now_rfc3339, Chunk, Manifest, OptionsRecord, Status, MANIFEST_FILE};
 use crate::progress::{Progress, Silent};
 use crate::restore::{restore_database, RestoreOptions};
+use crate::source::child::Child;
+use crate::source::conn::ConnParams;
 use crate::storage::Store;
-use crate::strategy::{FormatChoice, StrategyOptions};
 
 /// Version of the cluster manifest layout; readers refuse newer ones.
 pub const CLUSTER_FORMAT_VERSION: u32 = 1;
@@ -177,7 +177,8 @@ pub struct DatabaseEntry {
 impl ClusterManifest {
     /// Reads and validates `DIR/manifest.json` of a cluster backup.
     pub fn load(dir: &Store) -> Result<ClusterManifest> {
-        let (path, v) = crate::manifest::read_versioned(dir, CLUSTER_FORMAT_VERSION, "cluster ")?;
+        let (path, v) =
+            crate::format::manifest::read_versioned(dir, CLUSTER_FORMAT_VERSION, "cluster ")?;
         if v.get("kind").and_then(|k| k.as_str()) != Some(CLUSTER_KIND) {
             return Err(Error::manifest(&path, "not a cluster backup manifest"));
         }
@@ -209,7 +210,7 @@ impl ClusterManifest {
     /// Atomically replaces `DIR/manifest.json` (temp file, fsync, rename, fsync of the directory).
     pub fn store(&self, dir: &Store) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("cluster manifest serializes");
-        crate::manifest::store_atomically(dir, &json)
+        crate::format::manifest::store_atomically(dir, &json)
     }
 
     fn recompute_status(&mut self) {
@@ -570,7 +571,7 @@ fn mark_failed(out: &Store, dbname: &str, reason: &str) {
     }
     let now = now_rfc3339();
     let v = serde_json::json!({
-        "format_version": crate::manifest::FORMAT_VERSION,
+        "format_version": crate::format::manifest::FORMAT_VERSION,
         "tool": format!("dbbackup {}", env!("CARGO_PKG_VERSION")),
         "status": "failed",
         "error": reason,
@@ -597,7 +598,7 @@ fn mark_failed(out: &Store, dbname: &str, reason: &str) {
             let _ = m.store(out);
         }
         Err(_) => {
-            let _ = crate::manifest::store_atomically(
+            let _ = crate::format::manifest::store_atomically(
                 out,
                 &serde_json::to_vec_pretty(&v).expect("serializes"),
             );
@@ -688,8 +689,8 @@ pub async fn backup_cluster(
     let in_use: i32 = facts.get(5);
     let role_limit: i32 = facts.get(6);
     let role_in_use: i32 = facts.get(7);
-    let tools = crate::pgtools::choose_for_backup(server_version_num)?;
-    crate::strategy::check_pg_dump_version(
+    let tools = crate::source::pgtools::choose_for_backup(server_version_num)?;
+    crate::backup::strategy::check_pg_dump_version(
         tools.version_num,
         &tools.version,
         server_version_num,
@@ -779,7 +780,7 @@ pub async fn backup_cluster(
         prepare_out_dir(&opts.out)?;
         None
     };
-    let _lock = crate::dirlock::DirLock::acquire(&opts.out)?;
+    let _lock = crate::storage::lock::DirLock::acquire(&opts.out)?;
     let mut manifest = ClusterManifest {
         kind: CLUSTER_KIND.into(),
         format_version: CLUSTER_FORMAT_VERSION,
@@ -885,8 +886,8 @@ pub async fn backup_cluster(
         Ok(chunk) => {
             progress.note(&format!(
                 "globals: complete ({} roles/tablespaces SQL, {} stored)",
-                crate::strategy::human_bytes(chunk.raw_bytes),
-                crate::strategy::human_bytes(chunk.stored_bytes)
+                crate::backup::strategy::human_bytes(chunk.raw_bytes),
+                crate::backup::strategy::human_bytes(chunk.stored_bytes)
             ));
             manifest.globals.file = Some(chunk);
             manifest.globals.status = Status::Complete;
@@ -927,7 +928,7 @@ pub async fn backup_cluster(
                 // Native backups continue where they stopped; anything else starts over.
                 // A placeholder manifest (the backup failed before planning) has nothing to keep.
                 let resumable = Manifest::load(&out).is_ok_and(|m| {
-                    m.strategy.kind == crate::manifest::StrategyKind::Native
+                    m.strategy.kind == crate::format::manifest::StrategyKind::Native
                         && !m.server_version.is_empty()
                 });
                 db_opts.resume = resumable;
@@ -964,7 +965,7 @@ pub async fn backup_cluster(
                     Some(&deadline),
                     &cancel,
                     move |c, tok| async move {
-                        crate::strategy::backup_with_strategy(
+                        crate::backup::strategy::backup_with_strategy(
                             &c, &name2, &db_opts, &sopts, progress, tok,
                         )
                         .await
@@ -1044,7 +1045,7 @@ pub async fn backup_cluster(
 fn dump_globals(
     conn: &ConnParams,
     out: &Store,
-    codec: crate::compress::Codec,
+    codec: crate::format::compress::Codec,
     level: i32,
     superuser: bool,
 ) -> Result<Chunk> {
@@ -1154,7 +1155,7 @@ pub async fn restore_cluster(
     let mut report = ClusterRestoreReport::default();
     // Globals need a psql that reads what the backup's pg_dumpall wrote; each database's
     // restore chooses again for its own archive.
-    crate::pgtools::choose_for_restore_into(
+    crate::source::pgtools::choose_for_restore_into(
         conn,
         manifest.server_version_num,
         0,

@@ -6,10 +6,10 @@
 
 use std::collections::HashSet;
 
-use crate::dirlock::LOCK_FILE;
 use crate::error::{Error, Result};
-use crate::manifest::{Manifest, OptionsRecord, MANIFEST_FILE};
-use crate::probe::Probe;
+use crate::format::manifest::{Manifest, OptionsRecord, MANIFEST_FILE};
+use crate::source::probe::Probe;
+use crate::storage::lock::LOCK_FILE;
 use crate::storage::Store;
 use crate::verify::{verify_chunk, Payload};
 
@@ -235,7 +235,7 @@ pub fn reconcile(dir: &Store, m: &mut Manifest) -> Result<Reconciled> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compress::Codec;
+    use crate::format::compress::Codec;
 
     #[test]
     fn sizes_read_as_given() {

@@ -1,5 +1,5 @@
 //! TLS for dbbackup's own connections, with libpq's `sslmode` semantics (rustls with the `ring`
-//! provider; see [`crate::conn::ConnParams::connect`] for how it is used).
+//! provider; see [`crate::source::conn::ConnParams::connect`] for how it is used).
 //!
 //! | sslmode | TLS | server certificate |
 //! |---|---|---|
@@ -27,7 +27,7 @@ use rustls::{
 
 pub use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::conn::SslMode;
+use crate::source::conn::SslMode;
 
 /// The TLS files of a connection, with libpq's defaults applied (existence not checked).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -5,6 +5,9 @@
 //! exports the snapshot and keeps it open until every worker and pg_dump call is done. Workers
 //! import it with `SET TRANSACTION SNAPSHOT`, so every row comes from the same instant.
 
+pub mod resume;
+pub mod strategy;
+
 use std::collections::VecDeque;
 
 use std::sync::{Arc, Mutex};
@@ -15,21 +18,21 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::child::ChildSet;
-use crate::compress::Codec;
-use crate::conn::{ConnParams, Session};
-use crate::copy::{dump_unit, kind_of};
-use crate::dirlock::DirLock;
+use crate::backup::resume::{check_options, check_tables, reconcile};
 use crate::error::{Error, Result};
-use crate::manifest::{
+use crate::format::compress::Codec;
+use crate::format::manifest::{
     now_rfc3339, quote_ident, quote_literal, Chunk, Manifest, OptionsRecord, SchemaFile, Sequence,
     Status, Strategy, StrategyKind, Table, Totals, Unit, FORMAT_VERSION,
 };
-use crate::plan::{plan_units, schedule, WorkUnit};
-use crate::probe::{probe, CopyFormatChoice, Probe};
 use crate::progress::Progress;
-use crate::resume::{check_options, check_tables, reconcile};
-use crate::sink::SinkConfig;
+use crate::source::child::ChildSet;
+use crate::source::conn::{ConnParams, Session};
+use crate::source::copy::{dump_unit, kind_of};
+use crate::source::plan::{plan_units, schedule, WorkUnit};
+use crate::source::probe::{probe, CopyFormatChoice, Probe};
+use crate::source::sink::SinkConfig;
+use crate::storage::lock::DirLock;
 
 /// How often, at most, the manifest is rewritten while units complete.
 const MANIFEST_SYNC_INTERVAL: Duration = Duration::from_secs(2);
@@ -90,8 +93,11 @@ impl Sessions {
     pub async fn cancel_all(&self) {
         let tokens: Vec<_> = std::mem::take(&mut *self.0.lock().unwrap());
         for t in tokens {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), crate::conn::cancel_query(&t)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                crate::source::conn::cancel_query(&t),
+            )
+            .await;
         }
     }
 }
@@ -141,7 +147,7 @@ pub async fn backup_native(
     cancel: CancellationToken,
 ) -> Result<Manifest> {
     if opts.resume {
-        if !opts.out.exists(crate::manifest::MANIFEST_FILE)? {
+        if !opts.out.exists(crate::format::manifest::MANIFEST_FILE)? {
             return Err(Error::Refused(format!(
                 "nothing to resume: {} has no manifest.json",
                 opts.out.display()
@@ -264,7 +270,7 @@ async fn backup_locked(
     })
     .await?;
     let found = cancellable(cancel, sessions, probe(client, dbname, opts.lock_timeout)).await?;
-    let findings = crate::strategy::with_client_tools(found)?;
+    let findings = crate::backup::strategy::with_client_tools(found)?;
     let pg_dump_version = findings.pg_dump_version.clone();
     progress.note(&findings.summary_line(dbname));
     progress.note(&format!("strategy: native ({})", strategy.reason));
@@ -340,7 +346,9 @@ async fn backup_locked(
     };
     if let Err(e) = data.await {
         // Asked while the coordinator's transaction is still open.
-        return Err(crate::snapshot_loss::classify(e, conn, dbname, &snapshot, cancel).await);
+        return Err(
+            crate::source::snapshot_loss::classify(e, conn, dbname, &snapshot, cancel).await,
+        );
     }
     Ok(Done::Finished)
 }
@@ -405,11 +413,11 @@ fn initial_manifest(
                 row_estimate: t.row_estimate,
                 copy_format,
                 copy_format_reason: match copy_format {
-                    crate::copyfmt::CopyFormat::Text => t
+                    crate::format::copyfmt::CopyFormat::Text => t
                         .not_binary_because
                         .clone()
                         .or_else(|| Some("--copy-format text".into())),
-                    crate::copyfmt::CopyFormat::Binary => None,
+                    crate::format::copyfmt::CopyFormat::Binary => None,
                 },
                 units: units
                     .into_iter()
@@ -449,7 +457,7 @@ fn initial_manifest(
         schema: vec![],
         tables,
         sequences,
-        large_objects: crate::manifest::LargeObjects {
+        large_objects: crate::format::manifest::LargeObjects {
             count: found.large_object_count.max(0) as u64,
             bytes: 0,
             done: found.large_object_count == 0,
@@ -492,7 +500,7 @@ async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Result<()> {
                     .iter()
                     .map(|section| {
                         let rel = format!("schema/{section}.dump");
-                        let chunk = crate::pgdump::dump_schema_section(
+                        let chunk = crate::source::pgdump::dump_schema_section(
                             &conn, &dbname, &snapshot, section, &root, &rel, &children,
                         )?;
                         Ok(SchemaFile {
@@ -630,7 +638,7 @@ fn apply_done(manifest: &mut Manifest, job: Job, chunks: Vec<Chunk>, snapshot: &
         Job::LargeObjects => {
             let (metadata, chunks): (Vec<Chunk>, Vec<Chunk>) = chunks
                 .into_iter()
-                .partition(|c| c.file == crate::largeobj::METADATA_FILE);
+                .partition(|c| c.file == crate::source::largeobj::METADATA_FILE);
             manifest.large_objects.metadata = metadata.into_iter().next();
             manifest.large_objects.bytes = chunks.iter().map(|c| c.raw_bytes).sum();
             manifest.large_objects.chunks = chunks;
@@ -752,10 +760,15 @@ impl WorkerCtx {
                     level: self.opts.level,
                     threads: 0,
                 };
-                let metadata = crate::largeobj::dump_metadata(client, &self.opts.out).await?;
-                let mut chunks =
-                    crate::largeobj::dump(client, sink, self.opts.chunk_size, &self.progress)
-                        .await?;
+                let metadata =
+                    crate::source::largeobj::dump_metadata(client, &self.opts.out).await?;
+                let mut chunks = crate::source::largeobj::dump(
+                    client,
+                    sink,
+                    self.opts.chunk_size,
+                    &self.progress,
+                )
+                .await?;
                 chunks.extend(metadata);
                 Ok(chunks)
             }
