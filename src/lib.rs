@@ -19,7 +19,6 @@ pub mod backup;
 pub mod cluster;
 pub mod error;
 pub mod format;
-pub mod pgstream;
 pub mod progress;
 pub mod restore;
 pub mod source;

@@ -3,12 +3,17 @@
 //! (COPY tuples or lines, large-object records) with the row count the manifest promises.
 
 use crate::storage::Store;
-use std::io::Read;
+
+use std::io::{self, Read, Write};
+use std::process::Stdio;
 
 use crate::error::{Error, Result};
 use crate::format::chunk::ChunkReader;
 use crate::format::copyfmt::{walk, CopyFormat};
+use crate::format::manifest::StrategyKind;
 use crate::format::manifest::{Chunk, Manifest, Status};
+use crate::format::stream::{finish_stream, open_stream, stream_error, IO_BUF};
+use crate::source::child::Child;
 
 /// What a chunk's payload is, and so how to walk it.
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +112,7 @@ pub fn verify_dir(dir: &Store) -> Result<Report> {
     }
     if !manifest.stream.is_empty() {
         report.files += manifest.stream.len() as u64;
-        match crate::pgstream::verify_stream(dir, &manifest) {
+        match verify_stream(dir, &manifest) {
             Ok(raw) => {
                 report.stored_bytes += manifest.stream.iter().map(|c| c.stored_bytes).sum::<u64>();
                 report.raw_bytes += raw;
@@ -200,4 +205,50 @@ fn unlisted_files(dir: &Store, m: &Manifest) -> Vec<Error> {
             )
         })
         .collect()
+}
+
+/// Verifies a plain/custom backup's stream: every piece's size and SHA-256, decompression of
+/// the whole, its size, and for custom format that `pg_restore --list` reads the archive.
+/// Returns the decompressed size.
+pub fn verify_stream(dir: &Store, m: &Manifest) -> Result<u64> {
+    let mut dec = open_stream(dir, m)?;
+    let mut lister = match m.strategy.kind {
+        StrategyKind::Custom => Some(Child::spawn(
+            "pg_restore",
+            &["--list".into()],
+            &[],
+            Stdio::piped(),
+            Stdio::null(),
+        )?),
+        _ => None,
+    };
+    let mut stdin = lister.as_mut().and_then(|c| c.stdin());
+    let mut buf = vec![0u8; IO_BUF];
+    let mut raw = 0u64;
+    loop {
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(&mut dec, e)),
+        };
+        raw += n as u64;
+        if let Some(w) = stdin.as_mut() {
+            // pg_restore --list stops reading after the table of contents.
+            if w.write_all(&buf[..n]).is_err() {
+                stdin = None;
+            }
+        }
+    }
+    finish_stream(&mut dec, m, dir, raw)?;
+    drop(stdin);
+    if let Some(child) = lister {
+        child.wait().map_err(|e| {
+            Error::corrupt(
+                dir.describe(&m.stream[0].file),
+                format!("pg_restore --list cannot read the custom-format archive: {e}"),
+            )
+        })?;
+    }
+    Ok(raw)
 }

@@ -7,6 +7,7 @@
 
 pub mod resume;
 pub mod strategy;
+pub mod stream;
 
 use std::collections::VecDeque;
 

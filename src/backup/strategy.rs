@@ -1,5 +1,5 @@
 //! The size probe and the choice of strategy: native (parallel COPY), or pg_dump's own plain or
-//! custom format streamed through our compressor ([`crate::pgstream`]).
+//! custom format streamed through our compressor ([`crate::backup::stream`]).
 //!
 //! The auto rule (`--format auto`, the default), documented in `--help` and the README:
 //!
@@ -272,11 +272,11 @@ pub async fn backup_with_strategy(
             crate::backup::backup_native(conn, dbname, opts, strategy, progress, cancel).await
         }
         StrategyKind::Plain | StrategyKind::Custom => {
-            crate::pgstream::backup_stream(
+            crate::backup::stream::backup_stream(
                 conn,
                 dbname,
                 opts,
-                crate::pgstream::StreamPlan {
+                crate::backup::stream::StreamPlan {
                     strategy,
                     probe: &found.probe,
                     probe_json,

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use dbbackup::backup::strategy::backup_with_strategy;
 use dbbackup::format::manifest::StrategyKind;
-use dbbackup::pgstream::stock_restore_recipe;
+use dbbackup::format::stream::stock_restore_recipe;
 use dbbackup::restore::{restore_database, RestoreOptions};
 use dbbackup::source::conn::ConnParams;
 use dbbackup::{Error, Result};

@@ -886,8 +886,8 @@ pub async fn backup_cluster(
         Ok(chunk) => {
             progress.note(&format!(
                 "globals: complete ({} roles/tablespaces SQL, {} stored)",
-                crate::backup::strategy::human_bytes(chunk.raw_bytes),
-                crate::backup::strategy::human_bytes(chunk.stored_bytes)
+                crate::progress::human_bytes(chunk.raw_bytes),
+                crate::progress::human_bytes(chunk.stored_bytes)
             ));
             manifest.globals.file = Some(chunk);
             manifest.globals.status = Status::Complete;

@@ -6,3 +6,4 @@ pub mod chunk;
 pub mod compress;
 pub mod copyfmt;
 pub mod manifest;
+pub mod stream;

@@ -10,6 +10,8 @@
 //! Each chunk's SHA-256 is checked as it streams; a mismatch aborts that chunk's COPY (its
 //! transaction rolls back) and stops the restore with the file and table named.
 
+pub mod stream;
+
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::Read;
@@ -30,7 +32,7 @@ use crate::format::manifest::{
     quote_ident, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table,
 };
 use crate::progress::Progress;
-use crate::source::conn::ConnParams;
+use crate::source::conn::{dbname_conninfo, ConnParams};
 use crate::source::copy::copy_in_sql;
 use crate::storage::Store;
 use crate::verify::{verify_chunk, Payload};
@@ -107,7 +109,8 @@ pub async fn restore_database(
         opts
     };
     if manifest.strategy.kind != StrategyKind::Native {
-        let s = crate::pgstream::restore_stream(conn, opts, &manifest, progress, cancel).await?;
+        let s =
+            crate::restore::stream::restore_stream(conn, opts, &manifest, progress, cancel).await?;
         if reuse {
             crate::source::dbprops::apply_database_properties(
                 conn,
@@ -335,11 +338,6 @@ pub(crate) async fn drop_foreign_keys(client: &Client, tables: &[(String, String
             })?;
     }
     Ok(())
-}
-
-/// libpq conninfo naming just the database; everything else comes from the environment.
-fn dbname_conninfo(db: &str) -> String {
-    format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Session settings for pg_restore's connections (added to the user's `PGOPTIONS`): commits

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::error::{Error, Result};
 
 /// Lines of stderr kept for the error message.
@@ -321,6 +323,31 @@ pub fn version_num(v: &str) -> i32 {
         [major, minor, patch, ..] => major * 10000 + minor * 100 + patch,
         [major, minor] => major * 10000 + minor * 100,
         [] => 0,
+    }
+}
+
+/// Awaits a blocking task that owns child `pid`; on cancellation sends the child's process
+/// group SIGTERM (SIGKILL after a grace period), lets the task wind down, and reports
+/// [`Error::Interrupted`].
+pub async fn supervise<T: Send + 'static>(
+    pid: u32,
+    handle: tokio::task::JoinHandle<Result<T>>,
+    cancel: &CancellationToken,
+) -> Result<T> {
+    tokio::pin!(handle);
+    tokio::select! {
+        r = &mut handle => r.unwrap_or_else(|e| Err(Error::Refused(format!("worker thread failed: {e}")))),
+        _ = cancel.cancelled() => {
+            let group = Pid::from_raw(pid as i32);
+            if !handle.is_finished() {
+                let _ = killpg(group, Signal::SIGTERM);
+            }
+            if tokio::time::timeout(GRACE, &mut handle).await.is_err() {
+                let _ = killpg(group, Signal::SIGKILL);
+                let _ = handle.await;
+            }
+            Err(Error::Interrupted)
+        }
     }
 }
 

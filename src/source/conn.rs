@@ -600,6 +600,11 @@ fn parse_pgpass_line(line: &str) -> Option<PassEntry> {
     })
 }
 
+/// libpq conninfo naming just the database (the rest comes from the environment).
+pub(crate) fn dbname_conninfo(db: &str) -> String {
+    format!("dbname='{}'", db.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
