@@ -91,12 +91,12 @@ pub struct ProbeResult {
     pub probe: Probe,
     pub pg_dump_version: String,
     pub pg_dump_version_num: i32,
-    /// The client tools chosen for the server, and why ([`crate::source::pgtools`]).
+    /// The client tools chosen for the server, and why ([`pgtools`](crate::source::pgtools)).
     pub client_tools: String,
 }
 
-/// Chooses the client tools for the probed server ([`crate::source::pgtools`]) and refuses a pg_dump
-/// older than the server.
+/// Chooses the client tools for the probed server ([`crate::source::pgtools`]) and refuses a
+/// pg_dump older than the server.
 pub fn with_client_tools(probe: Probe) -> Result<ProbeResult> {
     let tools = crate::source::pgtools::choose_for_backup(probe.server_version_num)?;
     check_pg_dump_version(

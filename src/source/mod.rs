@@ -14,4 +14,3 @@ pub mod plan;
 pub mod probe;
 pub mod sink;
 pub(crate) mod snapshot_loss;
-pub mod tls;
