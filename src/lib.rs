@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cli (binary) → cluster → backup / restore / verify → source → format → storage
-//!                                         error, progress: usable by all
+//!                               error, progress, clock: usable by all
 //! ```
 //!
 //! - [`storage`]: where backups live (a local directory or an S3 prefix) and the backup lock.
@@ -16,6 +16,7 @@
 //! - [`cluster`]: every database of a server, each through the operations above.
 
 pub mod backup;
+pub mod clock;
 pub mod cluster;
 pub mod error;
 pub mod format;

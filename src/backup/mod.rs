@@ -20,11 +20,12 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::resume::{check_options, check_tables, reconcile};
+use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
 use crate::format::compress::Codec;
 use crate::format::manifest::{
-    now_rfc3339, quote_ident, quote_literal, Chunk, Manifest, OptionsRecord, SchemaFile, Sequence,
-    Status, Strategy, StrategyKind, Table, Totals, Unit, FORMAT_VERSION,
+    quote_ident, quote_literal, Chunk, Manifest, OptionsRecord, SchemaFile, Sequence, Status,
+    Strategy, StrategyKind, Table, Totals, Unit, FORMAT_VERSION,
 };
 use crate::progress::Progress;
 use crate::source::child::ChildSet;

@@ -7,11 +7,11 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
+use crate::format::check::{verify_chunk, Payload};
 use crate::format::manifest::{Manifest, OptionsRecord, MANIFEST_FILE};
 use crate::source::probe::Probe;
 use crate::storage::lock::LOCK_FILE;
 use crate::storage::Store;
-use crate::verify::{verify_chunk, Payload};
 
 /// What reconciling found.
 #[derive(Debug, Default)]

@@ -26,11 +26,11 @@ use gzp::ZWriter;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::{prepare_out_dir, BackupOptions};
+use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
 use crate::format::compress::{Codec, Encoder};
 use crate::format::manifest::{
-    now_rfc3339, Chunk, Manifest, OptionsRecord, Status, Strategy, StrategyKind, Totals,
-    FORMAT_VERSION,
+    Chunk, Manifest, OptionsRecord, Status, Strategy, StrategyKind, Totals, FORMAT_VERSION,
 };
 use crate::format::stream::{stream_prefix, RotatingChunkSink, IO_BUF, STREAM_DIR};
 use crate::progress::Progress;

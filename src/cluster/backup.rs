@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::strategy::{FormatChoice, StrategyOptions};
 use crate::backup::{prepare_out_dir, BackupOptions};
+use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
 use crate::format::chunk::ChunkWriter;
-use crate::format::manifest::{now_rfc3339, Chunk, Manifest, Status};
+use crate::format::manifest::{Chunk, Manifest, Status};
 use crate::progress::{Progress, Silent};
 use crate::source::child::Child;
 use crate::source::conn::ConnParams;

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
-use crate::format::manifest::{now_rfc3339, Manifest, Status, MANIFEST_FILE};
+use crate::format::manifest::{Manifest, Status, MANIFEST_FILE};
 use crate::source::conn::ConnParams;
 use crate::storage::Store;
 

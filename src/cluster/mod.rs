@@ -44,7 +44,9 @@ pub fn verify_cluster(dir: &Store) -> Result<crate::verify::Report> {
             report.files += 1;
             report.stored_bytes += c.stored_bytes;
             report.raw_bytes += c.raw_bytes;
-            if let Err(e) = crate::verify::verify_chunk(dir, c, crate::verify::Payload::Opaque) {
+            if let Err(e) =
+                crate::format::check::verify_chunk(dir, c, crate::format::check::Payload::Opaque)
+            {
                 report.problems.push(e);
             }
         }

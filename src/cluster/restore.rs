@@ -198,7 +198,9 @@ pub async fn restore_cluster(
 fn restore_globals(conn: &ConnParams, dir: &Store, chunk: &Chunk) -> GlobalsOutcome {
     let mut outcome = GlobalsOutcome::default();
     // Small: checked whole before psql sees a byte of it.
-    if let Err(e) = crate::verify::verify_chunk(dir, chunk, crate::verify::Payload::Opaque) {
+    if let Err(e) =
+        crate::format::check::verify_chunk(dir, chunk, crate::format::check::Payload::Opaque)
+    {
         outcome.failed = Some(e.to_string());
         return outcome;
     }

@@ -382,10 +382,3 @@ pub fn quote_ident(s: &str) -> String {
 pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
-
-/// RFC 3339 timestamp of now, UTC.
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formats")
-}

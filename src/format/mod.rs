@@ -2,8 +2,10 @@
 //! COPY payloads. Nothing here talks to a server; everything reads and writes through
 //! [`crate::storage`].
 
+pub mod check;
 pub mod chunk;
 pub mod compress;
 pub mod copyfmt;
+pub mod largeobj;
 pub mod manifest;
 pub mod stream;

@@ -27,6 +27,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::format::check::{verify_chunk, Payload};
 use crate::format::chunk::ChunkReader;
 use crate::format::manifest::{
     quote_ident, Chunk, DatabaseInfo, Manifest, Status, StrategyKind, Table,
@@ -35,7 +36,6 @@ use crate::progress::Progress;
 use crate::source::conn::{dbname_conninfo, ConnParams};
 use crate::source::copy::copy_in_sql;
 use crate::storage::Store;
-use crate::verify::{verify_chunk, Payload};
 
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
@@ -662,7 +662,7 @@ async fn load_large_objects(
         .await
         .map_err(|e| Error::query(what(), e))?;
     let mut rx = spawn_reader(root.clone(), chunk.clone(), 4, |reader| {
-        crate::source::largeobj::read_record(reader)
+        crate::format::largeobj::read_record(reader)
     });
     let mut records = 0u64;
     loop {

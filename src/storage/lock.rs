@@ -36,7 +36,7 @@ impl DirLock {
         let me = Holder {
             host: host_name(),
             pid: std::process::id() as i32,
-            started_at: crate::format::manifest::now_rfc3339(),
+            started_at: crate::clock::now_rfc3339(),
         };
         let body = serde_json::to_vec(&me).expect("lock serializes");
         for _ in 0..2 {
