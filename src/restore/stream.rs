@@ -18,12 +18,13 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::options::{RestoreOptions, RestoreSummary};
+use super::target::{drop_foreign_keys, prepare_target};
 use crate::error::{Error, Result};
 use crate::format::manifest::{Manifest, StrategyKind};
 use crate::format::stream::{check_pieces, finish_stream, open_stream, stream_error, IO_BUF};
 use crate::progress::human_bytes;
 use crate::progress::Progress;
-use crate::restore::{RestoreOptions, RestoreSummary};
 use crate::source::child::supervise;
 use crate::source::child::Child;
 use crate::source::conn::dbname_conninfo;
@@ -76,7 +77,7 @@ async fn clean_restore_sections(
         })
         .map(|(schema, name, _)| (schema, name))
         .collect();
-    crate::restore::drop_foreign_keys(&session.client, &in_archive).await?;
+    drop_foreign_keys(&session.client, &in_archive).await?;
     drop(session);
     let passes: [Vec<OsString>; 3] = [
         vec![
@@ -168,7 +169,7 @@ pub async fn restore_stream(
         temp = Some(t);
     }
 
-    crate::restore::prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
+    prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
     let target = dbname_conninfo(&opts.target);
     let env = conn.child_env(&opts.target);
     progress.start("restore", raw_total);
