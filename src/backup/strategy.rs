@@ -17,18 +17,19 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{backup_database, BackupOptions};
 use crate::error::{Error, Result};
 use crate::format::manifest::{Manifest, Strategy, StrategyKind};
 use crate::progress::Progress;
 use crate::source::conn::ConnParams;
-use crate::source::probe::{probe, Probe};
+
+use super::native::{backup_database, backup_native};
+use super::options::BackupOptions;
+use super::probe::run_probe;
+use super::sessions::{cancellable, Sessions};
+use super::stream::{backup_stream, StreamPlan};
 
 /// Default of `--plain-threshold`: 5 GiB.
 pub const DEFAULT_PLAIN_THRESHOLD: u64 = 5 << 30;
-
-/// At most this many tables are listed (largest first) in the manifest's probe record.
-const PROBE_TABLES_LISTED: usize = 1000;
 
 /// What the user asked for with `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,134 +87,6 @@ pub fn decide(opts: &StrategyOptions, database_size: u64) -> Strategy {
     Strategy { kind, reason }
 }
 
-/// What the probe found, as recorded in the manifest and printed.
-pub struct ProbeResult {
-    pub probe: Probe,
-    pub pg_dump_version: String,
-    pub pg_dump_version_num: i32,
-    /// The client tools chosen for the server, and why ([`pgtools`](crate::source::pgtools)).
-    pub client_tools: String,
-}
-
-/// Chooses the client tools for the probed server ([`crate::source::pgtools`]) and refuses a
-/// pg_dump older than the server.
-pub fn with_client_tools(probe: Probe) -> Result<ProbeResult> {
-    let tools = crate::source::pgtools::choose_for_backup(probe.server_version_num)?;
-    check_pg_dump_version(
-        tools.version_num,
-        &tools.version,
-        probe.server_version_num,
-        &probe.server_version,
-    )?;
-    Ok(ProbeResult {
-        probe,
-        pg_dump_version: tools.version.clone(),
-        pg_dump_version_num: tools.version_num,
-        client_tools: tools.describe(),
-    })
-}
-
-impl ProbeResult {
-    /// The manifest's `probe` record: sizes, counts, versions, the largest tables.
-    pub fn to_json(&self) -> serde_json::Value {
-        let p = &self.probe;
-        let mut tables: Vec<&crate::source::probe::TableInfo> = p.tables.iter().collect();
-        tables.sort_by_key(|t| std::cmp::Reverse(t.size_bytes));
-        let listed: Vec<serde_json::Value> = tables
-            .iter()
-            .take(PROBE_TABLES_LISTED)
-            .map(|t| {
-                serde_json::json!({
-                    "schema": t.schema,
-                    "name": t.name,
-                    "size_bytes": t.size_bytes,
-                    "row_estimate": t.row_estimate,
-                })
-            })
-            .collect();
-        let mut v = p.summary_json();
-        let obj = v.as_object_mut().expect("summary is an object");
-        obj.insert(
-            "server_version_num".into(),
-            serde_json::json!(p.server_version_num),
-        );
-        obj.insert(
-            "pg_dump_version".into(),
-            serde_json::json!(self.pg_dump_version),
-        );
-        obj.insert("client_tools".into(), serde_json::json!(self.client_tools));
-        obj.insert(
-            "row_estimate".into(),
-            serde_json::json!(p.tables.iter().map(|t| t.row_estimate).sum::<i64>()),
-        );
-        obj.insert("largest_tables".into(), serde_json::Value::Array(listed));
-        if p.tables.len() > PROBE_TABLES_LISTED {
-            obj.insert(
-                "largest_tables_note".into(),
-                serde_json::json!(format!(
-                    "the {PROBE_TABLES_LISTED} largest of {} tables",
-                    p.tables.len()
-                )),
-            );
-        }
-        v
-    }
-
-    /// One line for people.
-    pub fn summary_line(&self, dbname: &str) -> String {
-        let p = &self.probe;
-        format!(
-            "probe of {dbname}: database size {}, {} tables ({} in tables, ~{} rows), {} large objects ({}), server {}, {}",
-            human_bytes(p.database_size.max(0) as u64),
-            p.tables.len(),
-            human_bytes(p.tables.iter().map(|t| t.size_bytes.max(0) as u64).sum()),
-            p.tables.iter().map(|t| t.row_estimate.max(0)).sum::<i64>(),
-            p.large_object_count,
-            human_bytes(p.large_object_bytes.max(0) as u64),
-            p.server_version,
-            self.client_tools
-        )
-    }
-}
-
-/// Refuses a pg_dump whose major version is older than the server's.
-pub fn check_pg_dump_version(
-    pg_dump_num: i32,
-    pg_dump: &str,
-    server_num: i32,
-    server: &str,
-) -> Result<()> {
-    if pg_dump_num / 10000 < server_num / 10000 {
-        return Err(Error::Refused(format!(
-            "pg_dump {pg_dump} is older than the server ({server}); pg_dump cannot dump a newer server: install a pg_dump of version {} or newer (or point DBBACKUP_PG_BINDIR at one)",
-            server_num / 10000
-        )));
-    }
-    Ok(())
-}
-
-/// Runs the probe in a short REPEATABLE READ transaction and checks the local pg_dump.
-pub async fn run_probe(
-    conn: &ConnParams,
-    dbname: &str,
-    lock_timeout: std::time::Duration,
-    sessions: &crate::backup::Sessions,
-) -> Result<ProbeResult> {
-    let session = conn.connect(dbname).await?;
-    sessions.add(session.cancel.clone());
-    let client = &session.client;
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-        .map_err(|e| Error::query("starting the probe transaction", e))?;
-    let found = probe(client, dbname, lock_timeout).await?;
-    client
-        .batch_execute("COMMIT")
-        .await
-        .map_err(|e| Error::query("ending the probe transaction", e))?;
-    with_client_tools(found)
-}
-
 /// `backup single`: probe, decide, print the decision, then run the native engine or stream
 /// pg_dump's plain/custom output. On failure the manifest (if one was started) says `failed`.
 pub async fn backup_with_strategy(
@@ -247,12 +120,12 @@ pub async fn backup_with_strategy(
     };
     if without_probe {
         let strategy = decide(strategy_opts, 0);
-        return crate::backup::backup_native(conn, dbname, opts, strategy, progress, cancel).await;
+        return backup_native(conn, dbname, opts, strategy, progress, cancel).await;
     }
     // Cancellable like the backup itself: a timeout or Ctrl-C during a probe that waits for a
     // lock cancels its statement on the server.
-    let sessions = crate::backup::Sessions::default();
-    let found = crate::backup::cancellable(
+    let sessions = Sessions::default();
+    let found = cancellable(
         &cancel,
         &sessions,
         run_probe(conn, dbname, opts.lock_timeout, &sessions),
@@ -268,15 +141,13 @@ pub async fn backup_with_strategy(
     let probe_json = found.to_json();
     match strategy.kind {
         // (Not reached today: decide() picks native only in the cases handled above.)
-        StrategyKind::Native => {
-            crate::backup::backup_native(conn, dbname, opts, strategy, progress, cancel).await
-        }
+        StrategyKind::Native => backup_native(conn, dbname, opts, strategy, progress, cancel).await,
         StrategyKind::Plain | StrategyKind::Custom => {
-            crate::backup::stream::backup_stream(
+            backup_stream(
                 conn,
                 dbname,
                 opts,
-                crate::backup::stream::StreamPlan {
+                StreamPlan {
                     strategy,
                     probe: &found.probe,
                     probe_json,
@@ -295,6 +166,7 @@ pub use crate::progress::human_bytes;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::probe::check_pg_dump_version;
 
     fn opts(format: FormatChoice, parallel: Option<usize>, threshold: u64) -> StrategyOptions {
         StrategyOptions {

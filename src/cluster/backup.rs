@@ -110,7 +110,7 @@ pub async fn backup_cluster(
     let role_limit: i32 = facts.get(6);
     let role_in_use: i32 = facts.get(7);
     let tools = crate::source::pgtools::choose_for_backup(server_version_num)?;
-    crate::backup::strategy::check_pg_dump_version(
+    crate::backup::probe::check_pg_dump_version(
         tools.version_num,
         &tools.version,
         server_version_num,
