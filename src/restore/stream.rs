@@ -128,7 +128,7 @@ pub async fn restore_stream(
     crate::source::pgtools::choose_for_restore_into(
         conn,
         manifest.server_version_num,
-        crate::source::child::version_num(&manifest.pg_dump_version),
+        crate::source::pgtools::version_num(&manifest.pg_dump_version),
         progress.as_ref(),
     )
     .await?;

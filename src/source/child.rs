@@ -310,22 +310,6 @@ fn check_status(program: &str, status: ExitStatus, stderr: &str) -> Result<()> {
     })
 }
 
-/// "15.18" → 150018, "9.6.24" → 90624 (as `server_version_num`).
-pub fn version_num(v: &str) -> i32 {
-    let parts: Vec<i32> = v
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap_or(0))
-        .collect();
-    match parts.as_slice() {
-        [major, minor, ..] if *major >= 10 => major * 10000 + minor,
-        [major] => major * 10000,
-        [major, minor, patch, ..] => major * 10000 + minor * 100 + patch,
-        [major, minor] => major * 10000 + minor * 100,
-        [] => 0,
-    }
-}
-
 /// Awaits a blocking task that owns child `pid`; on cancellation sends the child's process
 /// group SIGTERM (SIGKILL after a grace period), lets the task wind down, and reports
 /// [`Error::Interrupted`].
@@ -348,18 +332,6 @@ pub async fn supervise<T: Send + 'static>(
             }
             Err(Error::Interrupted)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_numbers() {
-        assert_eq!(version_num("15.18"), 150018);
-        assert_eq!(version_num("16beta1"), 160001);
-        assert_eq!(version_num("9.6.24"), 90624);
     }
 }
 

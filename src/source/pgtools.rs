@@ -271,12 +271,35 @@ pub fn version_of(path: &Path) -> Result<(i32, String)> {
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
         .unwrap_or("")
         .to_string();
-    Ok((crate::source::child::version_num(&version), version))
+    Ok((version_num(&version), version))
+}
+
+/// "15.18" → 150018, "9.6.24" → 90624 (as `server_version_num`).
+pub fn version_num(v: &str) -> i32 {
+    let parts: Vec<i32> = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0))
+        .collect();
+    match parts.as_slice() {
+        [major, minor, ..] if *major >= 10 => major * 10000 + minor,
+        [major] => major * 10000,
+        [major, minor, patch, ..] => major * 10000 + minor * 100 + patch,
+        [major, minor] => major * 10000 + minor * 100,
+        [] => 0,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_numbers() {
+        assert_eq!(version_num("15.18"), 150018);
+        assert_eq!(version_num("16beta1"), 160001);
+        assert_eq!(version_num("9.6.24"), 90624);
+    }
 
     fn tools(version_num: i32, dir: &str) -> ClientTools {
         ClientTools {
