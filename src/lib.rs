@@ -8,8 +8,8 @@
 //! ```
 //!
 //! - [`storage`]: where backups live (a local directory or an S3 prefix) and the backup lock.
-//! - [`format`]: what a backup is made of: manifest, chunk files, codecs, COPY framing, the
-//!   pg_dump stream's pieces.
+//! - [`format`](mod@format): what a backup is made of: manifest, chunk files, codecs, COPY
+//!   framing, the large-object records, the pg_dump stream's pieces, checking a chunk.
 //! - [`source`]: the database side: connections, probe and plan, the native COPY and
 //!   large-object dumps, the PostgreSQL client tools run as children.
 //! - [`backup`], [`restore`], [`verify`]: the operations on one database.
