@@ -1,37 +1,29 @@
 //! dbbackup: parallel, chunked, checksummed logical backups of PostgreSQL.
 //!
-//! The modules follow the data: [`probe`] → [`plan`] → dump ([`backup`], [`copy`], [`largeobj`],
-//! [`pgdump`]) → [`sink`] / [`compress`] → [`chunk`] / [`manifest`]. [`restore`] and [`verify`]
-//! read the same manifest and chunk types. [`strategy`] probes and chooses between the native
-//! engine and pg_dump's plain/custom formats streamed through [`pgstream`].
+//! The folders are the layers, and a module imports only from its own layer or the ones below:
+//!
+//! ```text
+//! cli (binary) → cluster → backup / restore / verify → source → format → storage
+//!                               error, progress, clock: usable by all
+//! ```
+//!
+//! - [`storage`]: where backups live (a local directory or an S3 prefix) and the backup lock.
+//! - [`format`](mod@format): what a backup is made of: manifest, chunk files, codecs, COPY
+//!   framing, the large-object records, the pg_dump stream's pieces, checking a chunk.
+//! - [`source`]: the database side: connections, probe and plan, the native COPY and
+//!   large-object dumps, the PostgreSQL client tools run as children.
+//! - [`backup`], [`restore`], [`verify`]: the operations on one database.
+//! - [`cluster`]: every database of a server, each through the operations above.
 
 pub mod backup;
-pub mod child;
-pub mod chunk;
+pub mod clock;
 pub mod cluster;
-pub mod compress;
-pub mod conn;
-pub mod copy;
-pub mod copyfmt;
-pub mod dbprops;
-pub mod dirlock;
 pub mod error;
-pub mod largeobj;
-pub mod manifest;
-pub mod pgdump;
-pub mod pgrestore;
-pub mod pgstream;
-pub mod pgtools;
-pub mod plan;
-pub mod probe;
+pub mod format;
 pub mod progress;
 pub mod restore;
-pub mod resume;
-pub mod sink;
-mod snapshot_loss;
+pub mod source;
 pub mod storage;
-pub mod strategy;
-pub mod tls;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -11,7 +11,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use cli::args::{BackupCommand, Cli, Command};
-use dbbackup::conn::ConnParams;
+use dbbackup::source::conn::ConnParams;
 use dbbackup::Error;
 
 fn main() -> ExitCode {
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         }
     });
     // Children run in their own process groups: a terminal's Ctrl-C does not reach them.
-    dbbackup::child::terminate_all();
+    dbbackup::source::child::terminate_all();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,

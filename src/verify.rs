@@ -3,21 +3,16 @@
 //! (COPY tuples or lines, large-object records) with the row count the manifest promises.
 
 use crate::storage::Store;
-use std::io::Read;
 
-use crate::chunk::ChunkReader;
-use crate::copyfmt::{walk, CopyFormat};
+use std::io::{self, Read, Write};
+use std::process::Stdio;
+
 use crate::error::{Error, Result};
-use crate::manifest::{Chunk, Manifest, Status};
-
-/// What a chunk's payload is, and so how to walk it.
-#[derive(Clone, Copy, Debug)]
-pub enum Payload {
-    Copy(CopyFormat),
-    LargeObjects,
-    /// Opaque bytes (schema archives, pg_dump streams): checksum and decompression only.
-    Opaque,
-}
+use crate::format::check::{verify_chunk, Payload};
+use crate::format::manifest::StrategyKind;
+use crate::format::manifest::{Chunk, Manifest, Status};
+use crate::format::stream::{finish_stream, open_stream, stream_error, IO_BUF};
+use crate::source::child::Child;
 
 /// The outcome of verifying one backup directory.
 #[derive(Debug, Default)]
@@ -62,7 +57,7 @@ pub fn verify_dir(dir: &Store) -> Result<Report> {
     match manifest.status {
         Status::Complete => {}
         other => report.problems.push(Error::manifest(
-            dir.describe(crate::manifest::MANIFEST_FILE),
+            dir.describe(crate::format::manifest::MANIFEST_FILE),
             format!(
                 "backup status is {other:?}, not complete{}",
                 manifest
@@ -82,7 +77,7 @@ pub fn verify_dir(dir: &Store) -> Result<Report> {
         for u in &t.units {
             if !u.done {
                 report.problems.push(Error::manifest(
-                    dir.describe(crate::manifest::MANIFEST_FILE),
+                    dir.describe(crate::format::manifest::MANIFEST_FILE),
                     format!(
                         "table {} unit {} was never completed",
                         t.display_name(),
@@ -107,7 +102,7 @@ pub fn verify_dir(dir: &Store) -> Result<Report> {
     }
     if !manifest.stream.is_empty() {
         report.files += manifest.stream.len() as u64;
-        match crate::pgstream::verify_stream(dir, &manifest) {
+        match verify_stream(dir, &manifest) {
             Ok(raw) => {
                 report.stored_bytes += manifest.stream.iter().map(|c| c.stored_bytes).sum::<u64>();
                 report.raw_bytes += raw;
@@ -123,63 +118,6 @@ pub fn verify_dir(dir: &Store) -> Result<Report> {
     Ok(report)
 }
 
-/// Reads one chunk through, checking everything the manifest says about it.
-pub fn verify_chunk(dir: &Store, chunk: &Chunk, payload: Payload) -> Result<()> {
-    let mut reader = ChunkReader::open(dir, chunk)?;
-    let path = reader.path().to_path_buf();
-    let mut counter = CountingReader {
-        inner: &mut reader,
-        bytes: 0,
-    };
-    let walked: std::result::Result<Option<u64>, String> = match payload {
-        Payload::Copy(format) => walk(format, &mut counter)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        Payload::LargeObjects => crate::largeobj::walk(&mut counter)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        Payload::Opaque => std::io::copy(&mut counter, &mut std::io::sink())
-            .map(|_| None)
-            .map_err(|e| e.to_string()),
-    };
-    let raw = counter.bytes;
-    // The checksum decides first: a flipped byte is reported as a checksum mismatch, whatever
-    // it did to decompression or framing.
-    reader.finish()?;
-    let rows = walked.map_err(|e| Error::corrupt(&path, e))?;
-    if raw != chunk.raw_bytes {
-        return Err(Error::corrupt(
-            &path,
-            format!(
-                "decompressed to {raw} bytes, the manifest says {}",
-                chunk.raw_bytes
-            ),
-        ));
-    }
-    if let Some(rows) = rows {
-        if rows != chunk.rows {
-            return Err(Error::corrupt(
-                &path,
-                format!("holds {rows} rows, the manifest says {}", chunk.rows),
-            ));
-        }
-    }
-    Ok(())
-}
-
-struct CountingReader<R> {
-    inner: R,
-    bytes: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 /// What interrupted writes left (temporary files, open uploads' markers) is worth a mention:
 /// it is not part of the backup.
 fn unlisted_files(dir: &Store, m: &Manifest) -> Vec<Error> {
@@ -189,7 +127,7 @@ fn unlisted_files(dir: &Store, m: &Manifest) -> Vec<Error> {
     };
     all.into_iter()
         .filter(|(name, _)| {
-            (name.ends_with(crate::chunk::TMP_SUFFIX)
+            (name.ends_with(crate::format::chunk::TMP_SUFFIX)
                 || name.ends_with(crate::storage::s3::UPLOAD_SUFFIX))
                 && !listed.contains(name.as_str())
         })
@@ -200,4 +138,50 @@ fn unlisted_files(dir: &Store, m: &Manifest) -> Vec<Error> {
             )
         })
         .collect()
+}
+
+/// Verifies a plain/custom backup's stream: every piece's size and SHA-256, decompression of
+/// the whole, its size, and for custom format that `pg_restore --list` reads the archive.
+/// Returns the decompressed size.
+pub fn verify_stream(dir: &Store, m: &Manifest) -> Result<u64> {
+    let mut dec = open_stream(dir, m)?;
+    let mut lister = match m.strategy.kind {
+        StrategyKind::Custom => Some(Child::spawn(
+            "pg_restore",
+            &["--list".into()],
+            &[],
+            Stdio::piped(),
+            Stdio::null(),
+        )?),
+        _ => None,
+    };
+    let mut stdin = lister.as_mut().and_then(|c| c.stdin());
+    let mut buf = vec![0u8; IO_BUF];
+    let mut raw = 0u64;
+    loop {
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(&mut dec, e)),
+        };
+        raw += n as u64;
+        if let Some(w) = stdin.as_mut() {
+            // pg_restore --list stops reading after the table of contents.
+            if w.write_all(&buf[..n]).is_err() {
+                stdin = None;
+            }
+        }
+    }
+    finish_stream(&mut dec, m, dir, raw)?;
+    drop(stdin);
+    if let Some(child) = lister {
+        child.wait().map_err(|e| {
+            Error::corrupt(
+                dir.describe(&m.stream[0].file),
+                format!("pg_restore --list cannot read the custom-format archive: {e}"),
+            )
+        })?;
+    }
+    Ok(raw)
 }

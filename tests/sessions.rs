@@ -2,7 +2,7 @@
 
 mod support;
 
-use dbbackup::conn::{ConnParams, ConnectOptions};
+use dbbackup::source::conn::{ConnParams, ConnectOptions};
 
 #[tokio::test]
 async fn sessions_pin_dump_settings_and_name_the_database_on_failure() {

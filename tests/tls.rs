@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use dbbackup::conn::{ConnParams, ConnectOptions};
+use dbbackup::source::conn::{ConnParams, ConnectOptions};
 use dbbackup::Error;
 use support::{assert_same, cluster, dbbackup, run_ok};
 
@@ -348,7 +348,7 @@ async fn cancel_reaches_a_session_that_requires_tls() {
         tokio::task::spawn_blocking(move || cluster().wait_for("postgres", &running, "t", 120))
             .await
             .unwrap();
-        dbbackup::conn::cancel_query(&token).await
+        dbbackup::source::conn::cancel_query(&token).await
     });
     let e = s
         .client

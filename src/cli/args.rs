@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use dbbackup::compress::Codec;
-use dbbackup::conn::ConnectOptions;
-use dbbackup::probe::CopyFormatChoice;
-use dbbackup::strategy::FormatChoice;
+use dbbackup::backup::strategy::FormatChoice;
+use dbbackup::format::compress::Codec;
+use dbbackup::source::conn::ConnectOptions;
+use dbbackup::source::probe::CopyFormatChoice;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use dbbackup::backup::strategy::StrategyOptions;
 use dbbackup::backup::BackupOptions;
 use dbbackup::cluster::{ClusterManifest, ClusterRestoreOptions, DbStatus, Deadline};
-use dbbackup::conn::ConnParams;
-use dbbackup::manifest::Status;
+use dbbackup::format::manifest::Status;
 use dbbackup::progress::Progress;
-use dbbackup::strategy::StrategyOptions;
+use dbbackup::source::conn::ConnParams;
 use dbbackup::{Error, Result};
 
 use super::args::{cores, parse_duration, ClusterArgs, RestoreArgs};
@@ -284,7 +284,7 @@ pub async fn single_with_timeout(
     timeout: &str,
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
-) -> Result<dbbackup::manifest::Manifest> {
+) -> Result<dbbackup::format::manifest::Manifest> {
     let deadline = Deadline {
         after: parse_duration(timeout).map_err(Error::Usage)?,
         text: timeout.to_string(),
@@ -297,7 +297,7 @@ pub async fn single_with_timeout(
         Some(&deadline),
         &cancel,
         move |c, tok| async move {
-            dbbackup::strategy::backup_with_strategy(&c, &name, &o, &s, progress, tok).await
+            dbbackup::backup::strategy::backup_with_strategy(&c, &name, &o, &s, progress, tok).await
         },
     )
     .await

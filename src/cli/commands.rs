@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use dbbackup::conn::ConnParams;
-use dbbackup::manifest::StrategyKind;
-use dbbackup::pgstream::stock_restore_recipe;
+use dbbackup::backup::strategy::backup_with_strategy;
+use dbbackup::format::manifest::StrategyKind;
+use dbbackup::format::stream::stock_restore_recipe;
 use dbbackup::restore::{restore_database, RestoreOptions};
-use dbbackup::strategy::backup_with_strategy;
+use dbbackup::source::conn::ConnParams;
 use dbbackup::{Error, Result};
 
 use super::args::{RestoreArgs, SingleArgs, VerifyArgs};

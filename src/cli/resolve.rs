@@ -9,14 +9,14 @@
 
 use clap::ValueEnum;
 
+use dbbackup::backup::resume::{size_text, value_name, OptionConflicts};
+use dbbackup::backup::strategy::StrategyOptions;
 use dbbackup::backup::BackupOptions;
 use dbbackup::cluster::{is_cluster_backup, ClusterBackupOptions, ClusterManifest, Deadline};
-use dbbackup::compress::Codec;
-use dbbackup::manifest::{Manifest, OptionsRecord, Status, StrategyKind, MANIFEST_FILE};
-use dbbackup::probe::CopyFormatChoice;
-use dbbackup::resume::{size_text, value_name, OptionConflicts};
+use dbbackup::format::compress::Codec;
+use dbbackup::format::manifest::{Manifest, OptionsRecord, Status, StrategyKind, MANIFEST_FILE};
+use dbbackup::source::probe::CopyFormatChoice;
 use dbbackup::storage::Store;
-use dbbackup::strategy::StrategyOptions;
 use dbbackup::{Error, Result};
 
 use super::args::{cores, parse_duration, ClusterArgs, DumpArgs, FormatArg, SingleArgs};
@@ -335,7 +335,7 @@ mod tests {
     use super::*;
     use crate::cli::args::{BackupCommand, Cli, Command};
     use clap::Parser;
-    use dbbackup::strategy::FormatChoice;
+    use dbbackup::backup::strategy::FormatChoice;
 
     fn single_args(args: &str) -> SingleArgs {
         let argv = "dbbackup backup single db --out /nonexistent/x ".to_string() + args;

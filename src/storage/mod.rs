@@ -15,6 +15,7 @@
 //! - [`Store::create_exclusive`] creates an object only if it does not exist (the lock).
 
 pub mod local;
+pub mod lock;
 pub mod s3;
 
 use std::io::{Read, Write};

@@ -1,0 +1,54 @@
+//! What a backup is asked to do, its record in the manifest, and the output location it may use.
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::format::compress::Codec;
+use crate::format::manifest::OptionsRecord;
+use crate::source::probe::CopyFormatChoice;
+
+/// Options of a native backup (the CLI's flags, validated).
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub out: crate::storage::Store,
+    pub parallel_tables: usize,
+    pub codec: Codec,
+    pub level: i32,
+    /// Uncompressed bytes per chunk; a unit's stream rotates to a new chunk on a row boundary.
+    pub chunk_size: u64,
+    /// Tables whose `pg_table_size` exceeds this are split into ctid ranges.
+    pub split_larger_than: u64,
+    pub copy_format: CopyFormatChoice,
+    /// How long to wait for each table's ACCESS SHARE lock.
+    pub lock_timeout: Duration,
+    /// Attempts after the first for a unit that fails with a retryable error.
+    pub retries: u32,
+    /// Continue the backup already in `out` instead of starting a new one.
+    pub resume: bool,
+    /// With `resume`: accept that the resumed units come from a new snapshot.
+    pub allow_inconsistent: bool,
+    /// Read in this exported snapshot (of a transaction the user keeps open) instead of our own.
+    pub snapshot: Option<String>,
+}
+
+/// Claims the location of a new backup: creates it (a directory private to the owner, 0700),
+/// takes its lock (so that a second dbbackup is told whose run it is), and refuses it if it
+/// holds anything else.
+pub fn prepare_out_dir(out: &crate::storage::Store) -> Result<crate::storage::lock::DirLock> {
+    out.create_dir("")?;
+    let lock = crate::storage::lock::DirLock::acquire(out)?;
+    out.check_empty(&[crate::storage::lock::LOCK_FILE])?;
+    Ok(lock)
+}
+
+/// What a backup with `opts` records as its `options`.
+pub fn options_record(opts: &BackupOptions) -> OptionsRecord {
+    OptionsRecord {
+        codec: opts.codec,
+        level: opts.level,
+        chunk_size: opts.chunk_size,
+        split_tables_larger_than: opts.split_larger_than,
+        parallel_tables: opts.parallel_tables,
+        copy_format: format!("{:?}", opts.copy_format).to_lowercase(),
+    }
+}

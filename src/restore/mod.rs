@@ -1,0 +1,176 @@
+//! `restore`: rebuilds a database from a manifest.
+//!
+//! Order: pre-data schema (pg_restore, which also creates large objects with their owners,
+//! ACLs and comments), then every chunk in parallel with `COPY ... FROM STDIN` (several chunks
+//! of one table may load at once, each in its own transaction), large-object data, post-data
+//! (indexes, constraints, triggers, matview refresh; `pg_restore -j`), sequence values, ANALYZE,
+//! and with `--create` the database's own settings last, so that a setting such as
+//! `default_transaction_read_only = on` cannot break the restore itself.
+//!
+//! Each chunk's SHA-256 is checked as it streams; a mismatch aborts that chunk's COPY (its
+//! transaction rolls back) and stops the restore with the file and table named.
+//!
+//! This file runs the phases in order; the target database is prepared in `target.rs`, the
+//! pg_restore sections and sequences are `schema.rs`, the data `load.rs`, and backups made by
+//! pg_dump (plain/custom) are restored by [`stream`].
+
+mod load;
+mod options;
+mod schema;
+pub mod stream;
+mod target;
+
+pub use options::{RestoreOptions, RestoreSummary};
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::format::check::{verify_chunk, Payload};
+use crate::format::manifest::{Manifest, Status, StrategyKind};
+use crate::progress::Progress;
+use crate::source::conn::ConnParams;
+
+use load::load_data;
+use schema::{pg_restore, set_sequences};
+use target::{drop_foreign_keys, prepare_target};
+
+pub async fn restore_database(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<RestoreSummary> {
+    let manifest = Manifest::load(&opts.dir)?;
+    if manifest.status != Status::Complete {
+        return Err(Error::Refused(format!(
+            "the backup in {} is not complete (status {:?}{}); it cannot be restored",
+            opts.dir.display(),
+            manifest.status,
+            manifest
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )));
+    }
+    // The maintenance database cannot be dropped and recreated over the connection that would
+    // do it (a cluster restore meets "postgres" this way). Like pg_dumpall, restore into it as
+    // it stands: empty, or cleaned object by object with --clean; its properties still apply.
+    let reuse = opts.create && opts.target == conn.maintenance_db;
+    let owned;
+    let opts = if reuse {
+        owned = RestoreOptions {
+            create: false,
+            ..opts.clone()
+        };
+        &owned
+    } else {
+        opts
+    };
+    if manifest.strategy.kind != StrategyKind::Native {
+        let s =
+            crate::restore::stream::restore_stream(conn, opts, &manifest, progress, cancel).await?;
+        if reuse {
+            crate::source::dbprops::apply_database_properties(
+                conn,
+                &opts.target,
+                &manifest.database,
+            )
+            .await?;
+        }
+        return Ok(s);
+    }
+    let mut summary = RestoreSummary::default();
+    if !manifest.consistent {
+        let w =
+            "warning: this backup is not consistent: its units were read in different snapshots"
+                .to_string();
+        progress.note(&w);
+        summary.warnings.push(w);
+    }
+    // The schema archives are small: check them before anything touches the target.
+    for s in &manifest.schema {
+        verify_chunk(&opts.dir, &s.chunk, Payload::Opaque)?;
+    }
+
+    let mut clock = std::time::Instant::now();
+    let mut phase = |summary: &mut RestoreSummary, name: &'static str| {
+        summary.phases.push((name, clock.elapsed().as_secs_f64()));
+        clock = std::time::Instant::now();
+    };
+    crate::source::pgtools::choose_for_restore_into(
+        conn,
+        manifest.server_version_num,
+        crate::source::pgtools::version_num(&manifest.pg_dump_version),
+        progress.as_ref(),
+    )
+    .await?;
+    prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
+    let target = conn.connect(&opts.target).await?;
+    if opts.clean && !opts.create {
+        let tables: Vec<(String, String)> = manifest
+            .tables
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect();
+        drop_foreign_keys(&target.client, &tables).await?;
+    }
+
+    // One transaction: the schema goes in whole or not at all.
+    let mut pre = vec![
+        "--section=pre-data".into(),
+        "--exit-on-error".into(),
+        "--single-transaction".into(),
+    ];
+    if opts.clean && !opts.create {
+        pre.push("--clean".into());
+        pre.push("--if-exists".into());
+    }
+    pg_restore(
+        conn,
+        &opts.dir,
+        opts.work_dir.as_deref(),
+        &opts.target,
+        &manifest,
+        "pre-data",
+        pre,
+    )?;
+    phase(&mut summary, "pre-data");
+
+    if let Some(metadata) = &manifest.large_objects.metadata {
+        crate::source::largeobj::restore_metadata(&target.client, &opts.dir, metadata).await?;
+    }
+    load_data(conn, opts, &manifest, &progress, &cancel, &mut summary).await?;
+    phase(&mut summary, "data");
+
+    let post = vec![
+        "--section=post-data".into(),
+        format!("--jobs={}", opts.jobs.max(1)).into(),
+    ];
+    pg_restore(
+        conn,
+        &opts.dir,
+        opts.work_dir.as_deref(),
+        &opts.target,
+        &manifest,
+        "post-data",
+        post,
+    )?;
+    phase(&mut summary, "post-data");
+
+    set_sequences(&target.client, &manifest).await?;
+    target
+        .client
+        .batch_execute("ANALYZE")
+        .await
+        .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
+    phase(&mut summary, "analyze");
+    if opts.create || reuse {
+        crate::source::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
+            .await?;
+    }
+    summary.tables = manifest.tables.len() as u64;
+    Ok(summary)
+}

@@ -1,0 +1,26 @@
+//! What a restore is asked to do, and what it reports.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub dir: crate::storage::Store,
+    pub target: String,
+    pub create: bool,
+    pub clean: bool,
+    pub jobs: usize,
+    /// Plain/custom backups: where `pg_restore --jobs` gets its decompressed archive
+    /// (default: beside the backup directory).
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreSummary {
+    pub tables: u64,
+    pub rows: u64,
+    pub chunks: u64,
+    pub raw_bytes: u64,
+    pub warnings: Vec<String>,
+    /// Seconds spent in each phase, in order: where a restore's time goes.
+    pub phases: Vec<(&'static str, f64)>,
+}

@@ -1,0 +1,93 @@
+//! The schema sections through pg_restore (pre-data, post-data, with our session settings),
+//! and the sequence values.
+
+use std::ffi::OsString;
+use std::process::Stdio;
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::format::chunk::ChunkReader;
+use crate::format::manifest::{quote_ident, Chunk, Manifest};
+use crate::source::conn::{dbname_conninfo, ConnParams};
+use crate::storage::Store;
+
+/// Session settings for pg_restore's connections (added to the user's `PGOPTIONS`): commits
+/// need not wait for WAL flushes (a crash means restoring again anyway; the last commit of the
+/// restore flushes everything), and index builds sort in memory.
+fn restore_pgoptions() -> String {
+    let ours = "-c synchronous_commit=off -c maintenance_work_mem=512MB";
+    match std::env::var("PGOPTIONS") {
+        Ok(user) if !user.trim().is_empty() => format!("{user} {ours}"),
+        _ => ours.to_string(),
+    }
+}
+
+/// Runs pg_restore for one schema section of the backup into `target`.
+pub(super) fn pg_restore(
+    conn: &ConnParams,
+    dir: &Store,
+    work_dir: Option<&std::path::Path>,
+    target: &str,
+    manifest: &Manifest,
+    section: &str,
+    mut args: Vec<OsString>,
+) -> Result<()> {
+    let Some(file) = manifest.schema.iter().find(|s| s.section == section) else {
+        return Err(Error::Refused(format!(
+            "the manifest lists no {section} schema file"
+        )));
+    };
+    args.push("--no-password".into());
+    args.push(format!("--dbname={}", dbname_conninfo(target)).into());
+    // pg_restore --jobs reads a file; from an object store it is staged (and checked) first.
+    let staged = match dir.local_dir() {
+        Some(d) => {
+            args.push(d.join(&file.chunk.file).into_os_string());
+            None
+        }
+        None => {
+            let staged = stage(dir, &file.chunk, work_dir)?;
+            args.push(staged.path().as_os_str().to_os_string());
+            Some(staged)
+        }
+    };
+    let mut env = conn.child_env(target);
+    env.push(("PGOPTIONS".into(), restore_pgoptions()));
+    let result = crate::source::pgrestore::spawn(args, &env, Stdio::null())?.wait();
+    drop(staged);
+    result
+}
+
+/// Copies a chunk of `dir` into a private temporary file in `work_dir` (default: the system's
+/// temporary directory), checking its size and checksum on the way.
+fn stage(
+    dir: &Store,
+    chunk: &Chunk,
+    work_dir: Option<&std::path::Path>,
+) -> Result<tempfile::NamedTempFile> {
+    let base = work_dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+    let mut file = tempfile::Builder::new()
+        .prefix(".dbbackup-stage-")
+        .tempfile_in(&base)
+        .map_err(|e| Error::io("creating a staging file in", &base, e))?;
+    let mut reader = ChunkReader::open(dir, chunk)?;
+    std::io::copy(&mut reader, file.as_file_mut())
+        .map_err(|e| Error::io("staging", dir.describe(&chunk.file), e))?;
+    reader.finish()?;
+    Ok(file)
+}
+
+pub(super) async fn set_sequences(client: &Client, manifest: &Manifest) -> Result<()> {
+    for s in &manifest.sequences {
+        let name = format!("{}.{}", quote_ident(&s.schema), quote_ident(&s.name));
+        client
+            .query_one(
+                "SELECT pg_catalog.setval($1::text::regclass, $2, $3)",
+                &[&name, &s.last_value, &s.is_called],
+            )
+            .await
+            .map_err(|e| Error::query(format!("setting sequence {}.{}", s.schema, s.name), e))?;
+    }
+    Ok(())
+}

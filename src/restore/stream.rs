@@ -1,0 +1,414 @@
+//! Restore of the pg_dump strategies' backups ([`crate::format::stream`]).
+//!
+//! Restore streams the decompressed pieces, checking each piece's SHA-256 as it goes, into
+//! `psql -v ON_ERROR_STOP=1 --single-transaction` (plain) or `pg_restore --single-transaction`
+//! (custom, `--jobs 1`). A bad piece kills the child before its input ends, so its transaction
+//! rolls back and nothing of the restore is committed. Custom with `--jobs N > 1` needs a
+//! seekable file: the archive is decompressed (and so fully verified) into `--work-dir` first.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::storage::Store;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::options::{RestoreOptions, RestoreSummary};
+use super::target::{drop_foreign_keys, prepare_target};
+use crate::error::{Error, Result};
+use crate::format::manifest::{Manifest, StrategyKind};
+use crate::format::stream::{check_pieces, finish_stream, open_stream, stream_error, IO_BUF};
+use crate::progress::human_bytes;
+use crate::progress::Progress;
+use crate::source::child::supervise;
+use crate::source::child::Child;
+use crate::source::conn::dbname_conninfo;
+use crate::source::conn::ConnParams;
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+// ---------------------------------------------------------------------------------------------
+
+/// `restore --clean` of a custom archive into an existing database, the way the native restore
+/// does it: `pg_restore --clean` over the whole archive trips over objects it drops in the
+/// wrong order (foreign keys between the archive's tables, partitions' inherited constraints).
+/// So: drop the foreign keys touching the archive's tables, clean and recreate the pre-data
+/// section in one transaction, then load data and post-data.
+async fn clean_restore_sections(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    file: &Path,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let env = conn.child_env(&opts.target);
+    let target = dbname_conninfo(&opts.target);
+    let session = conn.connect(&opts.target).await?;
+    let listing = std::process::Command::new(crate::source::child::pg_program("pg_restore"))
+        .arg("--list")
+        .arg(file)
+        .output()
+        .map_err(|e| Error::io("running pg_restore --list on", file, e))?;
+    let toc = String::from_utf8_lossy(&listing.stdout);
+    // TOC lines read `ID; OID OID TABLE schema name owner`, names unquoted: match them against
+    // the target's tables instead of splitting on spaces.
+    let existing: Vec<(String, String, String)> = session
+        .client
+        .query(
+            "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::query("listing the target's tables (--clean)", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let in_archive: Vec<(String, String)> = existing
+        .into_iter()
+        .filter(|(schema, name, owner)| {
+            let entry = format!(" TABLE {schema} {name} {owner}");
+            toc.lines().any(|l| l.ends_with(&entry))
+        })
+        .map(|(schema, name, _)| (schema, name))
+        .collect();
+    drop_foreign_keys(&session.client, &in_archive).await?;
+    drop(session);
+    let passes: [Vec<OsString>; 3] = [
+        vec![
+            "--section=pre-data".into(),
+            "--clean".into(),
+            "--if-exists".into(),
+            "--single-transaction".into(),
+        ],
+        vec![
+            "--section=data".into(),
+            format!("--jobs={}", opts.jobs.max(1)).into(),
+        ],
+        vec![
+            "--section=post-data".into(),
+            format!("--jobs={}", opts.jobs.max(1)).into(),
+        ],
+    ];
+    for mut args in passes {
+        args.extend([
+            "--exit-on-error".into(),
+            "--no-password".into(),
+            format!("--dbname={target}").into(),
+            file.as_os_str().to_os_string(),
+        ]);
+        let child = crate::source::pgrestore::spawn(args, &env, Stdio::null())?;
+        let pid = child.id();
+        let handle = tokio::task::spawn_blocking(move || child.wait());
+        supervise(pid, handle, cancel).await?;
+    }
+    Ok(())
+}
+
+/// Restores a plain or custom backup (see the module documentation).
+pub async fn restore_stream(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    manifest: &Manifest,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<RestoreSummary> {
+    let kind = manifest.strategy.kind;
+    if kind == StrategyKind::Plain && opts.clean && !opts.create {
+        return Err(Error::Refused(
+            "a plain backup carries no DROP statements, so --clean needs --create (drop and recreate the whole database)".into(),
+        ));
+    }
+    check_pieces(&opts.dir, manifest)?;
+    crate::source::pgtools::choose_for_restore_into(
+        conn,
+        manifest.server_version_num,
+        crate::source::pgtools::version_num(&manifest.pg_dump_version),
+        progress.as_ref(),
+    )
+    .await?;
+    let raw_total: u64 = manifest.stream.iter().map(|c| c.raw_bytes).sum();
+
+    // pg_restore --jobs needs a seekable file: decompress (and so verify) it before anything
+    // touches the target.
+    let mut temp: Option<TempFile> = None;
+    // --clean into an existing database must be all or nothing: pg_restore's DROPs can fail
+    // (e.g. on partitions' inherited constraints), and only the single-transaction stream
+    // rolls them back.
+    let clean_existing = opts.clean && !opts.create;
+    // --clean into an existing database runs pg_restore section by section (as the native
+    // restore does), which needs the archive as a file.
+    if kind == StrategyKind::Custom && (opts.jobs > 1 || clean_existing) {
+        let work_dir = match &opts.work_dir {
+            Some(d) => d.clone(),
+            None => default_work_dir(&opts.dir),
+        };
+        check_free_space(&work_dir, raw_total)?;
+        let path = work_dir.join(format!(".dbbackup-restore-{}.dump", std::process::id()));
+        let t = TempFile(path.clone());
+        progress.start("decompress", raw_total);
+        let handle = {
+            let (dir, m, progress, cancel) = (
+                opts.dir.clone(),
+                manifest.clone(),
+                progress.clone(),
+                cancel.clone(),
+            );
+            tokio::task::spawn_blocking(move || decompress_to(&dir, &m, &path, &progress, &cancel))
+        };
+        let r = handle
+            .await
+            .unwrap_or_else(|e| Err(Error::Refused(format!("decompression thread failed: {e}"))));
+        progress.finish();
+        r?;
+        temp = Some(t);
+    }
+
+    prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
+    let target = dbname_conninfo(&opts.target);
+    let env = conn.child_env(&opts.target);
+    progress.start("restore", raw_total);
+    let result = match (kind, &temp) {
+        (StrategyKind::Custom, Some(file)) if clean_existing => {
+            clean_restore_sections(conn, opts, &file.0, &cancel).await
+        }
+        (StrategyKind::Custom, Some(file)) => {
+            let mut args: Vec<OsString> = vec![
+                "--exit-on-error".into(),
+                format!("--jobs={}", opts.jobs).into(),
+                "--no-password".into(),
+                format!("--dbname={target}").into(),
+            ];
+            args.push(file.0.clone().into_os_string());
+            progress.worker_busy(0, "pg_restore");
+            let child = crate::source::pgrestore::spawn(args, &env, Stdio::null())?;
+            let pid = child.id();
+            let handle = tokio::task::spawn_blocking(move || child.wait());
+            supervise(pid, handle, &cancel).await
+        }
+        _ => {
+            let (program, mut args): (&str, Vec<OsString>) = match kind {
+                StrategyKind::Plain => (
+                    "psql",
+                    vec![
+                        "-X".into(),
+                        "-q".into(),
+                        "-v".into(),
+                        "ON_ERROR_STOP=1".into(),
+                        "--single-transaction".into(),
+                        "--no-password".into(),
+                        "-f".into(),
+                        "-".into(),
+                    ],
+                ),
+                _ => (
+                    "pg_restore",
+                    vec![
+                        "--exit-on-error".into(),
+                        "--single-transaction".into(),
+                        "--no-password".into(),
+                    ],
+                ),
+            };
+            args.push(format!("--dbname={target}").into());
+            progress.worker_busy(0, program);
+            let child = if program == "pg_restore" {
+                crate::source::pgrestore::spawn(args, &env, Stdio::piped())?
+            } else {
+                Child::spawn(program, &args, &env, Stdio::piped(), Stdio::null())?
+            };
+            let pid = child.id();
+            let handle = {
+                let (dir, m, progress, cancel) = (
+                    opts.dir.clone(),
+                    manifest.clone(),
+                    progress.clone(),
+                    cancel.clone(),
+                );
+                tokio::task::spawn_blocking(move || feed(child, &dir, &m, &progress, &cancel))
+            };
+            supervise(pid, handle, &cancel).await
+        }
+    };
+    progress.worker_idle(0);
+    progress.finish();
+    drop(temp);
+    result?;
+
+    let session = conn.connect(&opts.target).await?;
+    session
+        .client
+        .batch_execute("ANALYZE")
+        .await
+        .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
+    drop(session);
+    if opts.create {
+        crate::source::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
+            .await?;
+    }
+    Ok(RestoreSummary {
+        tables: manifest
+            .probe
+            .get("tables")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0),
+        rows: 0,
+        chunks: manifest.stream.len() as u64,
+        raw_bytes: raw_total,
+        warnings: vec![],
+        ..RestoreSummary::default()
+    })
+}
+
+/// Streams the decompressed backup into `child`'s stdin. Every piece's checksum is checked
+/// before the child sees the end of its input; on any problem the child is killed first (so a
+/// single-transaction restore rolls back), then the error is returned.
+fn feed(
+    mut child: Child,
+    dir: &Store,
+    m: &Manifest,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    // A plain script from newer tools may set parameters the target lacks (see pgrestore).
+    let mut stdin = crate::source::pgrestore::SettingsFilter::new(
+        child.stdin().expect("stdin is piped"),
+        crate::source::pgrestore::settings_to_leave_out(),
+    );
+    let mut dec = match open_stream(dir, m) {
+        Ok(d) => d,
+        Err(e) => {
+            child.terminate();
+            return Err(e);
+        }
+    };
+    let mut buf = vec![0u8; IO_BUF];
+    let mut raw = 0u64;
+    loop {
+        if cancel.is_cancelled() {
+            child.terminate();
+            return Err(Error::Interrupted);
+        }
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                child.terminate();
+                return Err(stream_error(&mut dec, e));
+            }
+        };
+        raw += n as u64;
+        if let Err(e) = stdin.write_all(&buf[..n]) {
+            drop(stdin);
+            // The child stopped reading: its exit status and stderr say why.
+            child.wait()?;
+            return Err(Error::Refused(format!(
+                "the restore program stopped reading its input before the end ({e})"
+            )));
+        }
+        progress.add_bytes(n as u64);
+    }
+    if let Err(e) = finish_stream(&mut dec, m, dir, raw) {
+        child.terminate();
+        return Err(e);
+    }
+    // Only now may the child see the end of its input (and commit).
+    if let Err(e) = stdin.flush() {
+        drop(stdin);
+        child.wait()?;
+        return Err(Error::Refused(format!(
+            "the restore program stopped reading its input before the end ({e})"
+        )));
+    }
+    drop(stdin);
+    child.wait()
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Beside the backup: the directory that holds the backup directory; for a backup in an
+/// object store, the system's temporary directory.
+fn default_work_dir(backup: &Store) -> PathBuf {
+    let Some(dir) = backup.local_dir() else {
+        return std::env::temp_dir();
+    };
+    let abs = fs::canonicalize(&dir).unwrap_or(dir);
+    abs.parent().map_or(abs.clone(), Path::to_path_buf)
+}
+
+/// Refuses to start when `dir` has less than `need` bytes free (plus a small margin).
+fn check_free_space(dir: &Path, need: u64) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| {
+        Error::io(
+            "checking free space in --work-dir",
+            dir,
+            io::Error::from_raw_os_error(e as i32),
+        )
+    })?;
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    let margin = 16u64 << 20;
+    if free < need.saturating_add(margin) {
+        return Err(Error::Refused(format!(
+            "--work-dir {}: pg_restore --jobs needs the decompressed archive as a seekable file there: {} needed ({} bytes), only {} free; choose another --work-dir, or use --jobs 1 to stream into pg_restore",
+            dir.display(),
+            human_bytes(need.saturating_add(margin)),
+            need,
+            human_bytes(free)
+        )));
+    }
+    Ok(())
+}
+
+/// Decompresses (and so verifies) the stream into `path` (created 0600, new).
+fn decompress_to(
+    dir: &Store,
+    m: &Manifest,
+    path: &Path,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io("creating the temporary archive", path, e))?;
+    let guard = TempFile(path.to_path_buf());
+    let mut out = io::BufWriter::with_capacity(IO_BUF, file);
+    let mut dec = open_stream(dir, m)?;
+    let mut buf = vec![0u8; IO_BUF];
+    let mut raw = 0u64;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(&mut dec, e)),
+        };
+        raw += n as u64;
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("writing the temporary archive", path, e))?;
+        progress.add_bytes(n as u64);
+    }
+    finish_stream(&mut dec, m, dir, raw)?;
+    out.flush()
+        .map_err(|e| Error::io("writing the temporary archive", path, e))?;
+    std::mem::forget(guard);
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! The database side: connection settings and TLS, the catalog probe and the plan, the native
+//! COPY and large-object dumps with their sink into chunk files, and the PostgreSQL client tools
+//! (pg_dump, pg_restore, psql) run as children. Writes backups only through [`crate::format`].
+
+pub mod child;
+pub mod conn;
+pub mod copy;
+pub mod dbprops;
+pub mod largeobj;
+pub mod pgdump;
+pub mod pgrestore;
+pub mod pgtools;
+pub mod plan;
+pub mod probe;
+pub mod sink;
+pub(crate) mod snapshot_loss;

@@ -1,0 +1,57 @@
+//! pg_dump as a child: its output read from a pipe into chunk files, never held whole.
+
+use std::ffi::OsString;
+use std::io::Read;
+
+use std::process::Stdio;
+
+use crate::error::{Error, Result};
+use crate::format::chunk::ChunkWriter;
+use crate::format::compress::Codec;
+use crate::format::manifest::Chunk;
+use crate::source::child::{Child, ChildSet};
+use crate::source::conn::ConnParams;
+
+/// Runs `pg_dump --format=custom --section=SECTION --snapshot=ID` on `dbname` and stores its
+/// archive as `root/rel` (pg_dump compresses custom archives itself, so stored as-is).
+/// Large-object metadata (owner, ACL, comment) is part of the pre-data section.
+pub fn dump_schema_section(
+    conn: &ConnParams,
+    dbname: &str,
+    snapshot: &str,
+    section: &str,
+    root: &crate::storage::Store,
+    rel: &str,
+    children: &ChildSet,
+) -> Result<Chunk> {
+    let args: Vec<OsString> = vec![
+        "--format=custom".into(),
+        format!("--section={section}").into(),
+        format!("--snapshot={snapshot}").into(),
+        "--no-password".into(),
+    ];
+    let mut child = Child::spawn(
+        "pg_dump",
+        &args,
+        &conn.child_env(dbname),
+        Stdio::null(),
+        Stdio::piped(),
+    )?;
+    children.track(&child);
+    let mut stdout = child.stdout().expect("piped");
+    let mut writer = ChunkWriter::create(root, rel, Codec::None, 0, 0)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = stdout
+            .read(&mut buf)
+            .map_err(|e| Error::io("reading pg_dump output for", root.describe(rel), e))?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buf[..n])?;
+    }
+    // Only a zero exit makes the file part of the backup; otherwise the writer's temp file is
+    // deleted when it is dropped.
+    child.wait()?;
+    writer.finish(0)
+}
