@@ -15,6 +15,7 @@ pub mod copy;
 pub mod copyfmt;
 pub mod dbprops;
 pub mod dirlock;
+pub mod encryption;
 pub mod error;
 pub mod largeobj;
 pub mod manifest;

@@ -121,6 +121,7 @@ pub async fn restore_database(
         summary.warnings.push(w);
     }
     // The schema archives are small: check them before anything touches the target.
+    ChunkReader::check_readable(&opts.dir, manifest.all_chunks())?;
     for s in &manifest.schema {
         verify_chunk(&opts.dir, &s.chunk, Payload::Opaque)?;
     }
@@ -362,8 +363,9 @@ fn pg_restore(
     };
     args.push("--no-password".into());
     args.push(format!("--dbname={}", dbname_conninfo(target)).into());
-    // pg_restore --jobs reads a file; from an object store it is staged (and checked) first.
-    let staged = match dir.local_dir() {
+    // pg_restore --jobs reads a file; from an object store it is staged (and checked) first,
+    // and so is an encrypted archive (decrypted into a private file of the restore host).
+    let staged = match dir.local_dir().filter(|_| !file.chunk.encrypted) {
         Some(d) => {
             args.push(d.join(&file.chunk.file).into_os_string());
             None
