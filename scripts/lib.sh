@@ -16,6 +16,7 @@
 #   ensure_cargo              cargo on PATH (sources ~/.cargo/env if needed)
 #   ensure_time / ensure_zstd GNU time / zstd CLI present
 #   ensure_openssl            openssl CLI present (TLS tests make certificates)
+#   ensure_age                age / age-keygen CLI present (encryption tests)
 #   cache_dir                 where downloaded servers and tools are kept
 #   ensure_pg_matrix          servers 13, 14, 16, 17, 18 and client tools 18
 #                             in the cache; exports DBBACKUP_TEST_PG<N>_BINDIR
@@ -129,6 +130,15 @@ ensure_zstd() {
 ensure_openssl() {
 	command -v openssl >/dev/null 2>&1 || apt_install openssl
 	command -v openssl >/dev/null 2>&1 || die "openssl still missing"
+}
+
+# ensure_age : the age and age-keygen CLIs (Debian package `age`), which the
+# encryption tests use to make keys and to decrypt with the stock tool; and
+# ssh-keygen (openssh-client) for their ssh-ed25519 recipient.
+ensure_age() {
+	command -v age-keygen >/dev/null 2>&1 || apt_install age
+	command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
+	command -v age-keygen >/dev/null 2>&1 || die "age still missing"
 }
 
 # as_pg CMD... : run CMD as the `postgres` OS user when we are root (initdb

@@ -17,6 +17,7 @@ cd "$(repo_root)"
 ensure_cargo
 ensure_postgres
 ensure_openssl
+ensure_age
 ensure_pg_matrix
 ensure_seaweedfs
 export PG_BINDIR="${PG_BINDIR:-$(pg_bindir)}"

@@ -18,6 +18,7 @@
 pub mod backup;
 pub mod clock;
 pub mod cluster;
+pub mod encryption;
 pub mod error;
 pub mod format;
 pub mod progress;

@@ -50,5 +50,6 @@ pub fn options_record(opts: &BackupOptions) -> OptionsRecord {
         split_tables_larger_than: opts.split_larger_than,
         parallel_tables: opts.parallel_tables,
         copy_format: format!("{:?}", opts.copy_format).to_lowercase(),
+        recipients: opts.out.sealing().recipients().to_vec(),
     }
 }

@@ -116,6 +116,13 @@ pub fn check_options(old: &OptionsRecord, new: &OptionsRecord) -> Result<()> {
     c.compare("--copy-format", &new.copy_format, &old.copy_format, |v| {
         v.clone()
     });
+    c.compare("--recipient", &new.recipients, &old.recipients, |v| {
+        if v.is_empty() {
+            "none (unencrypted)".into()
+        } else {
+            v.join(", ")
+        }
+    });
     c.into_result(Error::Refused)
 }
 
@@ -254,6 +261,7 @@ mod tests {
             split_tables_larger_than: 32 << 20,
             parallel_tables: 2,
             copy_format: "auto".into(),
+            recipients: vec![],
         };
         let mut new = old.clone();
         new.parallel_tables = 8;

@@ -219,6 +219,7 @@ pub async fn backup_stream(
             split_tables_larger_than: 0,
             parallel_tables: 1,
             copy_format: format!("pg_dump {}", kind.as_str()),
+            recipients: opts.out.sealing().recipients().to_vec(),
         },
         strategy: plan.strategy,
         probe: plan.probe_json,

@@ -142,6 +142,24 @@ pub struct DumpArgs {
     /// then says consistent: false)
     #[arg(long, requires = "resume")]
     pub allow_inconsistent: bool,
+    /// Encrypt every stored file (all but the manifest) to this public key: an age key
+    /// (age1…, from age-keygen) or an ssh-ed25519 / ssh-rsa public key; repeatable. Restore
+    /// and a deep verify then need a matching --identity; the manifest records the keys
+    #[arg(long, value_name = "RECIPIENT")]
+    pub recipient: Vec<String>,
+    /// Encrypt to every public key listed in FILE (age's recipients file: one per line,
+    /// # comments); repeatable, combines with --recipient
+    #[arg(long, value_name = "FILE")]
+    pub recipients_file: Vec<PathBuf>,
+}
+
+/// The private keys that decrypt an encrypted backup (restore, verify).
+#[derive(Args, Debug, Clone)]
+pub struct IdentityArgs {
+    /// Decrypt an encrypted backup with the identities in FILE: an age identity file
+    /// (age-keygen's output) or an unencrypted ssh private key; repeatable
+    #[arg(long, value_name = "FILE", env = "DBBACKUP_IDENTITY_FILE")]
+    pub identity: Vec<PathBuf>,
 }
 
 /// The auto rule and the stock-tool recipe, shown by `backup single --help`.
@@ -188,6 +206,8 @@ impl From<FormatArg> for FormatChoice {
 pub struct VerifyArgs {
     /// Backup directory
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub keys: IdentityArgs,
     /// Print only problems
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -197,6 +217,8 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     /// Backup directory
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub keys: IdentityArgs,
     /// Target database (required for a single-database backup; not used with a cluster backup)
     #[arg(long, short = 'd')]
     pub dbname: Option<String>,

@@ -48,7 +48,7 @@ pub async fn backup_single(
             t.duration_secs,
             human_bytes((t.raw_bytes as f64 / t.duration_secs.max(0.001)) as u64),
             opts.out.display(),
-            stock_restore_recipe(&opts.out, m.strategy.kind, m.options.codec)
+            stock_restore_recipe(&opts.out, m.strategy.kind, m.options.codec, !m.options.recipients.is_empty())
         );
     } else if !args.quiet {
         let ratio = if t.stored_bytes > 0 {
@@ -76,7 +76,7 @@ pub async fn backup_single(
 
 pub fn verify(args: VerifyArgs) -> Result<()> {
     let started = Instant::now();
-    let store = super::location::open(&args.dir)?;
+    let store = super::location::open_with_identities(&args.dir, &args.keys)?;
     let report = if dbbackup::cluster::is_cluster_backup(&store) {
         dbbackup::cluster::verify_cluster(&store)?
     } else {
@@ -107,7 +107,7 @@ pub async fn restore(
     args: RestoreArgs,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let store = super::location::open(&args.dir)?;
+    let store = super::location::open_with_identities(&args.dir, &args.keys)?;
     if dbbackup::cluster::is_cluster_backup(&store) {
         return super::cluster::restore_cluster(conn, args, store, cancel).await;
     }

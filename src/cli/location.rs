@@ -2,10 +2,13 @@
 //! S3 endpoint of `--s3-endpoint` (else `AWS_ENDPOINT_URL`, else AWS).
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use dbbackup::encryption::Sealing;
 use dbbackup::storage::Store;
 use dbbackup::Result;
+
+use super::args::IdentityArgs;
 
 static S3_ENDPOINT: OnceLock<Option<String>> = OnceLock::new();
 
@@ -18,4 +21,10 @@ pub fn set_s3_endpoint(endpoint: Option<String>) {
 pub fn open(path: &Path) -> Result<Store> {
     let endpoint = S3_ENDPOINT.get().and_then(|e| e.as_deref());
     Store::at(&path.to_string_lossy(), endpoint)
+}
+
+/// Opens the location `path` names, reading encrypted files with the identities of `keys`.
+pub fn open_with_identities(path: &Path, keys: &IdentityArgs) -> Result<Store> {
+    let sealing = Sealing::default().with_identity_files(&keys.identity)?;
+    Ok(open(path)?.with_sealing(Arc::new(sealing)))
 }

@@ -7,12 +7,15 @@
 //! one; all that do not are named, each with both values, in one usage error. Parallelism and
 //! time limits only change how the rest runs: given ones are used (and recorded).
 
+use std::sync::Arc;
+
 use clap::ValueEnum;
 
 use dbbackup::backup::resume::{size_text, value_name, OptionConflicts};
 use dbbackup::backup::strategy::StrategyOptions;
 use dbbackup::backup::BackupOptions;
 use dbbackup::cluster::{is_cluster_backup, ClusterBackupOptions, ClusterManifest, Deadline};
+use dbbackup::encryption::{read_recipients_file, Sealing};
 use dbbackup::format::compress::Codec;
 use dbbackup::format::manifest::{Manifest, OptionsRecord, Status, StrategyKind, MANIFEST_FILE};
 use dbbackup::source::probe::CopyFormatChoice;
@@ -155,8 +158,10 @@ pub fn cluster(args: &ClusterArgs) -> Result<ClusterBackupOptions> {
         |v| list(v),
     );
     let database = recorded.as_ref().and_then(|(_, db)| db.as_ref());
-    let mut db = backup_options(&args.dump, out.clone(), None, database, c)?;
+    let mut db = backup_options(&args.dump, out, None, database, c)?;
     conflicts.into_result(Error::Usage)?;
+    // The globals and the cluster manifest's location, with the databases' recipients.
+    let out = db.out.clone();
 
     let parallel_databases = args
         .parallel_databases
@@ -281,6 +286,23 @@ fn backup_options(
     if d.parallel_tables == Some(0) {
         return Err(Error::Usage("--parallel-tables must be at least 1".into()));
     }
+    let mut recipients = d.recipient.clone();
+    for file in &d.recipients_file {
+        recipients.extend(read_recipients_file(file)?);
+    }
+    // Compared in canonical form, so an ssh key's comment or the order does not matter.
+    let sealing = Sealing::to_recipients(&recipients)?;
+    let recipients = c.take(
+        "--recipient",
+        given(sealing.recipients().to_vec()),
+        recorded.map(|r| r.recipients.clone()),
+        |v| list(v),
+    );
+    let sealing = match recipients {
+        Some(keys) if keys != sealing.recipients() => Sealing::to_recipients(&keys)?,
+        _ => sealing,
+    };
+    let out = out.with_sealing(Arc::new(sealing));
     // May differ from the first run: it changes how the rest runs, not what is stored.
     let parallel_tables = d
         .parallel_tables

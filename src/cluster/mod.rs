@@ -44,6 +44,9 @@ pub fn verify_cluster(dir: &Store) -> Result<crate::verify::Report> {
             report.files += 1;
             report.stored_bytes += c.stored_bytes;
             report.raw_bytes += c.raw_bytes;
+            if c.encrypted && !dir.sealing().can_decrypt() {
+                report.warnings.push(crate::verify::contents_not_checked());
+            }
             if let Err(e) =
                 crate::format::check::verify_chunk(dir, c, crate::format::check::Payload::Opaque)
             {

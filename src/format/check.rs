@@ -22,6 +22,10 @@ pub enum Payload {
 
 /// Reads one chunk through, checking everything the manifest says about it.
 pub fn verify_chunk(dir: &Store, chunk: &Chunk, payload: Payload) -> Result<()> {
+    // An encrypted chunk without an identity to read it: its stored bytes only.
+    if chunk.encrypted && !dir.sealing().can_decrypt() {
+        return ChunkReader::check_stored(dir, chunk);
+    }
     let mut reader = ChunkReader::open(dir, chunk)?;
     let path = reader.path().to_path_buf();
     let mut counter = CountingReader {

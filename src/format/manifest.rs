@@ -70,6 +70,10 @@ pub struct Chunk {
     pub stored_bytes: u64,
     /// SHA-256 of the file on disk, lower-case hex.
     pub sha256: String,
+    /// The file is an age file (encrypted to the backup's recipients) holding the compressed
+    /// payload; sizes and SHA-256 above are those of the encrypted bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// A piece of a table's data dumped by one COPY: the whole table, or one ctid range of it.
@@ -214,6 +218,10 @@ pub struct OptionsRecord {
     pub split_tables_larger_than: u64,
     pub parallel_tables: usize,
     pub copy_format: String,
+    /// Public keys (age `age1…`, `ssh-ed25519 …`, `ssh-rsa …`) every file is encrypted to,
+    /// sorted; empty for an unencrypted backup. Never an identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]

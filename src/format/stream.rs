@@ -48,7 +48,13 @@ pub fn stream_prefix(kind: StrategyKind, codec: Codec) -> String {
 }
 
 /// The one-line shell recipe that restores a stream backup in `dir` with stock tools.
-pub fn stock_restore_recipe(dir: &Store, kind: StrategyKind, codec: Codec) -> String {
+/// An encrypted backup's pieces are one age file each: decrypted one by one, in order.
+pub fn stock_restore_recipe(
+    dir: &Store,
+    kind: StrategyKind,
+    codec: Codec,
+    encrypted: bool,
+) -> String {
     let decompress = match codec {
         Codec::Zstd => " | zstd -dc",
         Codec::Gzip => " | gzip -dc",
@@ -58,11 +64,13 @@ pub fn stock_restore_recipe(dir: &Store, kind: StrategyKind, codec: Codec) -> St
         StrategyKind::Custom => "pg_restore -d TARGET",
         _ => "psql -X -v ON_ERROR_STOP=1 -d TARGET",
     };
-    format!(
-        "cat {}/{}.*{decompress} | {tool}",
-        dir.display(),
-        stream_prefix(kind, codec)
-    )
+    let pieces = format!("{}/{}.*", dir.display(), stream_prefix(kind, codec));
+    if encrypted {
+        return format!(
+            "for f in {pieces}; do age -d -i KEY_FILE \"$f\"; done{decompress} | {tool}"
+        );
+    }
+    format!("cat {pieces}{decompress} | {tool}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,6 +321,7 @@ pub(crate) fn finish_stream(
 
 /// Cheap checks before anything is started: every piece exists with the size the manifest says.
 pub(crate) fn check_pieces(dir: &Store, m: &Manifest) -> Result<()> {
+    ChunkReader::check_readable(dir, &m.stream)?;
     if m.stream.is_empty() {
         return Err(Error::manifest(
             dir.describe(crate::format::manifest::MANIFEST_FILE),

@@ -90,6 +90,7 @@ pub async fn restore_database(
         progress.note(&w);
         summary.warnings.push(w);
     }
+    crate::format::chunk::ChunkReader::check_readable(&opts.dir, manifest.all_chunks())?;
     // The schema archives are small: check them before anything touches the target.
     for s in &manifest.schema {
         verify_chunk(&opts.dir, &s.chunk, Payload::Opaque)?;

@@ -40,8 +40,9 @@ pub(super) fn pg_restore(
     };
     args.push("--no-password".into());
     args.push(format!("--dbname={}", dbname_conninfo(target)).into());
-    // pg_restore --jobs reads a file; from an object store it is staged (and checked) first.
-    let staged = match dir.local_dir() {
+    // pg_restore --jobs reads a file; from an object store it is staged (and checked) first,
+    // and so is an encrypted archive (decrypted into a private file of the restore host).
+    let staged = match dir.local_dir().filter(|_| !file.chunk.encrypted) {
         Some(d) => {
             args.push(d.join(&file.chunk.file).into_os_string());
             None

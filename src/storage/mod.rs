@@ -22,6 +22,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::encryption::Sealing;
 use crate::error::{Error, Result};
 
 /// An object being written; see the module documentation for when it becomes visible.
@@ -61,6 +62,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 pub struct Store {
     backend: Arc<dyn Backend>,
     prefix: String,
+    /// Recipients to encrypt new objects to, identities to read encrypted ones with.
+    sealing: Arc<Sealing>,
 }
 
 impl Store {
@@ -78,6 +81,7 @@ impl Store {
             return Ok(Store {
                 backend: Arc::new(backend),
                 prefix: prefix.trim_matches('/').to_string(),
+                sealing: Arc::default(),
             });
         }
         Ok(Store::local(Path::new(location)))
@@ -88,7 +92,20 @@ impl Store {
         Store {
             backend: Arc::new(local::LocalBackend::new(dir)),
             prefix: String::new(),
+            sealing: Arc::default(),
         }
+    }
+
+    /// The same location, with `sealing`'s recipients and identities for every chunk written
+    /// or read through it (see [`crate::chunk`]); locations inside it ([`Store::sub`]) keep them.
+    pub fn with_sealing(mut self, sealing: Arc<Sealing>) -> Store {
+        self.sealing = sealing;
+        self
+    }
+
+    /// The encryption settings of this location (none by default).
+    pub fn sealing(&self) -> &Sealing {
+        &self.sealing
     }
 
     /// The location `rel` inside this one (a cluster backup's database).
@@ -96,6 +113,7 @@ impl Store {
         Store {
             backend: self.backend.clone(),
             prefix: self.key(rel),
+            sealing: self.sealing.clone(),
         }
     }
 
