@@ -395,3 +395,35 @@ fn credentials_come_from_the_shared_files_of_aws_profile() {
         ]));
     assert_eq!(manifest(&location)["status"], "complete");
 }
+
+#[test]
+fn an_encrypted_backup_in_s3_verifies_without_a_key_and_restores_with_one() {
+    let db = fixture_db("s3_age");
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key.txt");
+    support::run_ok(Command::new("age-keygen").arg("-o").arg(&key));
+    let public = text(&support::run_ok(Command::new("age-keygen").arg("-y").arg(&key)).stdout);
+    let location = s3().location("age");
+    ok(dbb()
+        .args(["backup", "single", &db, "--quiet", "--format", "native"])
+        .args(["--chunk-size", "16MiB", "--recipient", public.trim(), "--out", &location]));
+    // Every stored object but the manifest is an age file.
+    for object in s3().list(&location) {
+        if object != "manifest.json" {
+            let bytes = s3().read(&location, &object);
+            assert!(
+                bytes.starts_with(b"age-encryption.org/v1"),
+                "{object} is not an age file"
+            );
+        }
+    }
+    let o = ok(dbb().args(["verify", &location]));
+    assert!(text(&o.stderr).contains("contents were not"), "{}", text(&o.stderr));
+    ok(dbb().args(["verify", &location, "--identity"]).arg(&key));
+    let target = cluster().unique_db("s3_age_dst");
+    ok(dbb()
+        .args(["restore", &location, "--dbname", &target, "--create", "--quiet", "--identity"])
+        .arg(&key));
+    assert_same(&cluster().fingerprint(&db), &cluster().fingerprint(&target));
+    cluster().drop_db(&target);
+}
