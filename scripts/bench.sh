@@ -28,7 +28,9 @@
 #   dbbackup backup of bench_small; then --format plain/custom against
 #   pg_dump | zstd -T0 -3 and pg_dump -Fc -Z 6; then the native backup and
 #   its restore through a local SeaweedFS S3 server (s3://bench/...) beside
-#   the directory runs above (wall, peak RSS, bytes sent = stored bytes).
+#   the directory runs above (wall, peak RSS, bytes sent = stored bytes);
+#   and the native backup again, encrypted to one age recipient (--recipient),
+#   and its restore, beside the unencrypted ones.
 # Columns: wall seconds; client CPU (user+sys of the measured command and
 # its children, GNU time); server CPU (user+sys of the postgres processes
 # over the same interval, from /proc); peak RSS of the largest process of
@@ -81,6 +83,7 @@ ensure_postgres
 ensure_time
 ensure_zstd
 ensure_seaweedfs
+ensure_age
 DBB_OK=1
 if [[ -z ${DBBACKUP:-} ]]; then
 	ensure_cargo
@@ -320,6 +323,17 @@ measure dbb_custom formats "dbbackup --format custom -j$N" bench "$OUT/dbb-custo
 measure pgd_fc formats "pg_dump -Fc -Z6" bench "$OUT/pgdump.custom" \
 	pg_dump -Fc -Z 6 -f "$OUT/pgdump.custom" bench
 
+AGEKEY=$BENCH_DIR/age-key.txt
+rm -f "$AGEKEY"
+age-keygen -o "$AGEKEY" 2>/dev/null
+RECIPIENT=$(age-keygen -y "$AGEKEY")
+measure dbb_age_backup age "dbbackup backup native -j$N encrypted" bench "$OUT/dbb-age" \
+	"$DBBACKUP" backup single bench --out "$OUT/dbb-age" --parallel-tables "$N" --recipient "$RECIPIENT" --quiet
+measure dbb_age_restore age "dbbackup restore -j$N encrypted" - - \
+	"$DBBACKUP" restore "$OUT/dbb-age" --dbname bench_restore_age --create --jobs "$N" --identity "$AGEKEY" --quiet
+if ok dbb_age_restore; then check_restore bench bench_restore_age; fi
+dropdb --if-exists bench_restore_age
+
 rm -rf "$S3DIR"
 start_seaweedfs "$S3DIR" bench
 S3LOC=s3://bench/native-$STAMP
@@ -397,6 +411,14 @@ header() {
 		"plain size: pg_dump | zstd -T0 -3 / dbbackup plain" "$(ratio pgd_zstd0 dbb_plain R_SIZE)" \
 		"custom wall: pg_dump -Fc -Z6 / dbbackup custom" "$(ratio pgd_fc dbb_custom R_WALL)" \
 		"custom size: pg_dump -Fc -Z6 / dbbackup custom" "$(ratio pgd_fc dbb_custom R_SIZE)"
+	printf '\n-- encryption (age, one X25519 recipient) --\n'
+	header
+	for id in dbb_backup dbb_age_backup dbb_restore dbb_age_restore; do row "$id"; done
+	printf '%-62s %s\n' \
+		"backup wall: encrypted / plain (target <= 1.10)" "$(ratio dbb_age_backup dbb_backup R_WALL)" \
+		"backup cpu: encrypted / plain" "$(ratio dbb_age_backup dbb_backup R_CPU)" \
+		"restore wall: encrypted / plain" "$(ratio dbb_age_restore dbb_restore R_WALL)"
+
 	printf '\n-- object storage (local SeaweedFS; size = bytes sent) --\n'
 	header
 	for id in dbb_backup dbb_s3_backup dbb_restore dbb_s3_restore; do row "$id"; done
