@@ -493,3 +493,24 @@ fn resume_refuses_other_recipients() {
     );
     assert!(e.contains("--recipient"), "{e}");
 }
+
+#[test]
+fn an_encrypted_native_restore_decrypts_nothing_to_disk() {
+    let db = fixture_db("enc_nodisk", "hard_types.sql");
+    let tmp = tempfile::tempdir().unwrap();
+    let (identity, public) = age_key(tmp.path(), "key");
+    let out = tmp.path().join("backup");
+    backup(&db, &out, &["--format", "native", "--recipient", &public]);
+    // No temporary directory to write to: a restore that staged anything would fail.
+    let target = cluster().unique_db("enc_nodisk_dst");
+    run_ok(
+        dbbackup()
+            .env("TMPDIR", tmp.path().join("no-such-dir"))
+            .arg("restore")
+            .arg(&out)
+            .args(["--dbname", &target, "--create", "--quiet", "--identity"])
+            .arg(&identity),
+    );
+    support::assert_same(&cluster().fingerprint(&db), &cluster().fingerprint(&target));
+    cluster().drop_db(&target);
+}

@@ -406,7 +406,14 @@ fn an_encrypted_backup_in_s3_verifies_without_a_key_and_restores_with_one() {
     let location = s3().location("age");
     ok(dbb()
         .args(["backup", "single", &db, "--quiet", "--format", "native"])
-        .args(["--chunk-size", "16MiB", "--recipient", public.trim(), "--out", &location]));
+        .args([
+            "--chunk-size",
+            "16MiB",
+            "--recipient",
+            public.trim(),
+            "--out",
+            &location,
+        ]));
     // Every stored object but the manifest is an age file.
     for object in s3().list(&location) {
         if object != "manifest.json" {
@@ -418,11 +425,23 @@ fn an_encrypted_backup_in_s3_verifies_without_a_key_and_restores_with_one() {
         }
     }
     let o = ok(dbb().args(["verify", &location]));
-    assert!(text(&o.stderr).contains("contents were not"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("contents were not"),
+        "{}",
+        text(&o.stderr)
+    );
     ok(dbb().args(["verify", &location, "--identity"]).arg(&key));
     let target = cluster().unique_db("s3_age_dst");
     ok(dbb()
-        .args(["restore", &location, "--dbname", &target, "--create", "--quiet", "--identity"])
+        .args([
+            "restore",
+            &location,
+            "--dbname",
+            &target,
+            "--create",
+            "--quiet",
+            "--identity",
+        ])
         .arg(&key));
     assert_same(&cluster().fingerprint(&db), &cluster().fingerprint(&target));
     cluster().drop_db(&target);

@@ -40,9 +40,13 @@ pub(super) fn pg_restore(
     };
     args.push("--no-password".into());
     args.push(format!("--dbname={}", dbname_conninfo(target)).into());
-    // pg_restore --jobs reads a file; from an object store it is staged (and checked) first,
-    // and so is an encrypted archive (decrypted into a private file of the restore host).
-    let staged = match dir.local_dir().filter(|_| !file.chunk.encrypted) {
+    let mut env = conn.child_env(target);
+    env.push(("PGOPTIONS".into(), restore_pgoptions()));
+    if file.chunk.encrypted {
+        return pg_restore_from_stdin(dir, &file.chunk, args, &env);
+    }
+    // pg_restore --jobs reads a file; from an object store it is staged (and checked) first.
+    let staged = match dir.local_dir() {
         Some(d) => {
             args.push(d.join(&file.chunk.file).into_os_string());
             None
@@ -53,11 +57,40 @@ pub(super) fn pg_restore(
             Some(staged)
         }
     };
-    let mut env = conn.child_env(target);
-    env.push(("PGOPTIONS".into(), restore_pgoptions()));
     let result = crate::source::pgrestore::spawn(args, &env, Stdio::null())?.wait();
     drop(staged);
     result
+}
+
+/// An encrypted archive is decrypted in memory only: pg_restore reads it from its stdin (which
+/// rules out `--jobs`, for that needs a file to seek in). pg_restore sees the end of its input
+/// only once the stored bytes' size and checksum proved right; otherwise it is stopped first.
+fn pg_restore_from_stdin(
+    dir: &Store,
+    chunk: &Chunk,
+    mut args: Vec<OsString>,
+    env: &[(String, String)],
+) -> Result<()> {
+    args.retain(|a| !a.to_string_lossy().starts_with("--jobs="));
+    let mut reader = ChunkReader::open(dir, chunk)?;
+    let mut child = crate::source::pgrestore::spawn(args, env, Stdio::piped())?;
+    let mut stdin = child.stdin().expect("stdin is piped");
+    if let Err(e) = std::io::copy(&mut reader, &mut stdin) {
+        drop(stdin);
+        // pg_restore stopped reading: its exit status says why, if it failed.
+        child.wait()?;
+        return Err(Error::io(
+            "feeding pg_restore from",
+            dir.describe(&chunk.file),
+            e,
+        ));
+    }
+    if let Err(e) = reader.finish() {
+        child.terminate();
+        return Err(e);
+    }
+    drop(stdin);
+    child.wait()
 }
 
 /// Copies a chunk of `dir` into a private temporary file in `work_dir` (default: the system's
