@@ -9,7 +9,7 @@ use std::process::Stdio;
 use support::{assert_same, cluster, dbbackup, gate, run_ok};
 
 fn manifest(dir: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+    support::manifest_json(dir)
 }
 
 #[test]

@@ -15,18 +15,12 @@ use std::time::{Duration, Instant};
 use support::gate::{self, Lock};
 use support::{assert_same, cluster, dbbackup, run_fail, run_ok};
 
-fn manifest(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+fn manifest(dir: &std::path::Path) -> serde_json::Value {
+    support::manifest_json(dir)
 }
 
-/// A database with the big fixture and a gate table.
 fn gated_db(prefix: &str) -> String {
-    let c = cluster();
-    let db = c.unique_db(prefix);
-    c.create_db(&db);
-    c.load_fixture(&db, "big_table.sql");
-    gate::create_gate_tables(&db);
-    db
+    gate::gated_db(prefix)
 }
 
 /// A native backup of a gated database, output piped.

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use support::{assert_same, cluster, dbbackup, run_ok};
@@ -22,8 +21,8 @@ fn source_db() -> &'static str {
     })
 }
 
-fn manifest(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+fn manifest(dir: &std::path::Path) -> serde_json::Value {
+    support::manifest_json(dir)
 }
 
 /// Backs up the source with `args`, verifies, restores into a new database, compares.

@@ -15,17 +15,12 @@ use support::{cluster, dbbackup, run_ok};
 const ADVICE: &str =
     "(the snapshot's transaction is gone; continue with --resume --allow-inconsistent)";
 
-fn manifest(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+fn manifest(dir: &std::path::Path) -> serde_json::Value {
+    support::manifest_json(dir)
 }
 
 fn gated_db(prefix: &str) -> String {
-    let c = cluster();
-    let db = c.unique_db(prefix);
-    c.create_db(&db);
-    c.load_fixture(&db, "big_table.sql");
-    gate::create_gate_tables(&db);
-    db
+    gate::gated_db(prefix)
 }
 
 fn backup_args<'a>(db: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

@@ -27,6 +27,16 @@ pub fn create_gate_tables(db: &str) {
     );
 }
 
+/// A fresh database with the big fixture and the gate tables.
+pub fn gated_db(prefix: &str) -> String {
+    let c = cluster();
+    let db = c.unique_db(prefix);
+    c.create_db(&db);
+    c.load_fixture(&db, "big_table.sql");
+    create_gate_tables(&db);
+    db
+}
+
 /// A session holding (or queued for) an ACCESS EXCLUSIVE lock on one table.
 pub struct Lock {
     db: String,

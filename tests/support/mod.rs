@@ -1001,6 +1001,11 @@ impl Cluster {
     }
 }
 
+/// The `manifest.json` of the backup directory `dir`, as JSON.
+pub fn manifest_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
 /// `dbbackup backup single --format native DB --out OUT`: the native backup most tests make;
 /// callers add their own flags.
 pub fn backup_native(db: &str, out: &Path) -> Command {
