@@ -438,6 +438,7 @@ start_seaweedfs() {
 		-s3 -s3.port="$s" -s3.port.grpc="$sg" -s3.config="$dir/s3.json" \
 		>"$dir/weed.log" 2>&1 </dev/null &
 	echo $! >"$dir/weed.pid"
+	disown # stopped by stop_seaweedfs; no job-control message when it is killed
 	local i out
 	for ((i = 0; i < 300; i++)); do
 		out=$(echo "s3.bucket.create -name $bucket" |
