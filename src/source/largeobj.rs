@@ -8,7 +8,7 @@
 //! not ask pg_dump for), and pg_restore 17 and newer skip it when reading an older archive's
 //! pre-data. The script is idempotent, so it also applies after a pre-data that created them.
 
-use std::io::Read;
+use std::io::BufRead;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
@@ -84,45 +84,61 @@ pub async fn dump_metadata(client: &Client, root: &crate::storage::Store) -> Res
 }
 
 /// Runs the metadata script in one transaction, which commits only once the file's checksum
-/// and size proved it intact.
+/// and size proved it intact. The script streams: a batch of objects at a time is held, so
+/// memory does not grow with the number of large objects.
 pub async fn restore_metadata(
     client: &Client,
     root: &crate::storage::Store,
     chunk: &Chunk,
 ) -> Result<()> {
     let what = || format!("restoring large-object metadata from {}", chunk.file);
-    let mut reader = ChunkReader::open(root, chunk)?;
-    let path = reader.path().to_path_buf();
-    let mut text = Vec::new();
-    reader
-        .read_to_end(&mut text)
-        .map_err(|e| Error::io("reading", &path, e))?;
-    reader.finish()?;
-    let statements: Vec<&[u8]> = text.split(|b| *b == 0).filter(|s| !s.is_empty()).collect();
-    if statements.len() as u64 != chunk.rows {
-        return Err(Error::corrupt(
-            &path,
-            format!(
-                "holds {} objects, the manifest says {}",
-                statements.len(),
-                chunk.rows
-            ),
-        ));
-    }
+    let mut reader = std::io::BufReader::new(ChunkReader::open(root, chunk)?);
+    let path = reader.get_ref().path().to_path_buf();
     client
         .batch_execute("BEGIN")
         .await
         .map_err(|e| Error::query(what(), e))?;
-    for batch in statements.chunks(METADATA_BATCH) {
-        let sql = batch
-            .iter()
-            .map(|s| String::from_utf8_lossy(s))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if let Err(e) = client.batch_execute(&sql).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(Error::query(what(), e));
+    let outcome: Result<()> = async {
+        let mut objects = 0u64;
+        let mut batch = Vec::new();
+        let mut in_batch = 0;
+        loop {
+            let n = reader
+                .read_until(0, &mut batch)
+                .map_err(|e| Error::io("reading", &path, e))?;
+            let at_end = n == 0;
+            if n > 0 && batch.last() == Some(&0) {
+                batch.pop();
+                batch.push(b'\n');
+                objects += 1;
+                in_batch += 1;
+            }
+            if (at_end || in_batch == METADATA_BATCH) && !batch.is_empty() {
+                let sql = String::from_utf8_lossy(&batch).into_owned();
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| Error::query(what(), e))?;
+                batch.clear();
+                in_batch = 0;
+            }
+            if at_end {
+                break;
+            }
         }
+        reader.into_inner().finish()?;
+        if objects != chunk.rows {
+            return Err(Error::corrupt(
+                &path,
+                format!("holds {objects} objects, the manifest says {}", chunk.rows),
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e);
     }
     client
         .batch_execute("COMMIT")
