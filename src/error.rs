@@ -26,6 +26,14 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
 
+    /// Could not open a connection's socket, or not in time.
+    #[error("cannot connect to {target}: error connecting to server: {source}")]
+    ConnectIo {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A statement failed; `what` says which step and on which object.
     #[error("{what}: {}", pg_message(.source))]
     Query {
@@ -132,6 +140,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connect { source, .. } | Error::Query { source, .. } => pg_retryable(source),
+            Error::ConnectIo { .. } => true,
             _ => false,
         }
     }
@@ -144,6 +153,7 @@ impl Error {
             Error::Connect { source, .. } | Error::Query { source, .. } => {
                 pg_connection_loss(source)
             }
+            Error::ConnectIo { .. } => true,
             Error::SnapshotLost { source } => source.is_connection_loss(),
             _ => false,
         }

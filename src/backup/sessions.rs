@@ -11,10 +11,10 @@ use crate::error::{Error, Result};
 /// cluster timeout) cancels their running statements on the server: closing a socket does not
 /// wake a backend that waits for a lock.
 #[derive(Clone, Default)]
-pub struct Sessions(Arc<Mutex<Vec<tokio_postgres::CancelToken>>>);
+pub struct Sessions(Arc<Mutex<Vec<crate::source::conn::Canceller>>>);
 
 impl Sessions {
-    pub fn add(&self, token: tokio_postgres::CancelToken) {
+    pub fn add(&self, token: crate::source::conn::Canceller) {
         self.0.lock().unwrap().push(token);
     }
 

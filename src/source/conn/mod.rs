@@ -7,12 +7,14 @@
 
 mod pgpass;
 mod session;
+mod socket;
+mod split;
 #[cfg(test)]
 mod tests;
 pub mod tls;
 
 use pgpass::{field_matches, read_pgpass, PassEntry};
-pub use session::{cancel_query, Session};
+pub use session::{cancel_query, Canceller, Session};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 
 use crate::{Error, Result};
 
+use tokio_postgres::tls::MakeTlsConnect;
+
+use super::socket::{self, raw_stream, RawStream, Socket, SplitTls};
 use super::{ConnParams, SslMode, TlsSetup};
 
 impl ConnParams {
@@ -33,47 +36,100 @@ impl ConnParams {
             })
             .unwrap_or(0);
         Ok(Session {
-            cancel: client.cancel_token(),
+            cancel: self.canceller(client.cancel_token()),
             client,
             backend_pid,
             driver,
         })
     }
 
-    /// Connects (TLS or not) and spawns the connection's driver.
+    /// Connects (TLS or not) over a socket we open ourselves (see [`super::socket`]) and
+    /// spawns the connection's driver. `connect_timeout` covers socket, TLS and
+    /// authentication, as in libpq.
     async fn open(&self, dbname: &str) -> Result<(tokio_postgres::Client, Driver)> {
         let config = self.pg_config(dbname);
         let tls = match &self.tls {
-            Some(tls) if !self.is_unix_socket() => tls.as_ref().map_err(|msg| {
+            Some(tls) if !self.is_unix_socket() => Some(tls.as_ref().map_err(|msg| {
                 Error::Usage(format!(
                     "cannot connect to {} with sslmode={}: {msg}",
                     self.describe(dbname),
                     self.sslmode.as_str()
                 ))
-            })?,
-            _ => {
-                let (client, connection) = config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| self.connect_error(dbname, e))?;
-                return Ok((client, tokio::spawn(connection)));
+            })?),
+            _ => None,
+        };
+        let attempt = async {
+            let Some(tls) = tls else {
+                return self.open_plain(dbname, &config).await;
+            };
+            let socket = self.open_socket(dbname).await?;
+            let mut make = SplitTls(tls.connector.clone());
+            let connector = MakeTlsConnect::<RawStream>::make_tls_connect(&mut make, &self.host)
+                .map_err(|e| Error::ConnectIo {
+                    target: self.describe(dbname),
+                    source: std::io::Error::other(e),
+                })?;
+            match config
+                .connect_raw(raw_stream(socket, true), connector)
+                .await
+            {
+                Ok((client, connection)) => Ok((client, tokio::spawn(connection))),
+                // libpq: with allow/prefer a failed TLS handshake is retried in plain text.
+                Err(e)
+                    if is_tls_error(&e)
+                        && matches!(self.sslmode, SslMode::Allow | SslMode::Prefer) =>
+                {
+                    let mut plain = config.clone();
+                    plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                    self.open_plain(dbname, &plain).await
+                }
+                Err(e) => Err(self.connect_error(dbname, e)),
             }
         };
-        match config.connect(tls.connector.clone()).await {
-            Ok((client, connection)) => Ok((client, tokio::spawn(connection))),
-            // libpq: with allow/prefer a failed TLS handshake is retried in plain text.
-            Err(e)
-                if is_tls_error(&e) && matches!(self.sslmode, SslMode::Allow | SslMode::Prefer) =>
-            {
-                let mut plain = config;
-                plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
-                let (client, connection) = plain
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| self.connect_error(dbname, e))?;
-                Ok((client, tokio::spawn(connection)))
-            }
-            Err(e) => Err(self.connect_error(dbname, e)),
+        match self.connect_timeout {
+            None => attempt.await,
+            Some(limit) => tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::ConnectIo {
+                        target: self.describe(dbname),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no connection within {} s", limit.as_secs()),
+                        ),
+                    })
+                }),
+        }
+    }
+
+    async fn open_plain(
+        &self,
+        dbname: &str,
+        config: &tokio_postgres::Config,
+    ) -> Result<(tokio_postgres::Client, Driver)> {
+        let socket = self.open_socket(dbname).await?;
+        let (client, connection) = config
+            .connect_raw(raw_stream(socket, false), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| self.connect_error(dbname, e))?;
+        Ok((client, tokio::spawn(connection)))
+    }
+
+    async fn open_socket(&self, dbname: &str) -> Result<Socket> {
+        socket::open(&self.host, self.port)
+            .await
+            .map_err(|source| Error::ConnectIo {
+                target: self.describe(dbname),
+                source,
+            })
+    }
+
+    /// How to cancel statements of a session of these settings.
+    fn canceller(&self, token: tokio_postgres::CancelToken) -> Canceller {
+        Canceller {
+            token,
+            host: self.host.clone(),
+            port: self.port,
         }
     }
 
@@ -103,15 +159,30 @@ fn is_tls_error(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_none() && e.to_string() == "error performing TLS handshake"
 }
 
-/// Cancels the statement running in `token`'s session, over TLS if that session required it
-/// (a `NoTls` cancel fails for sslmode require/verify-*). The cancel request carries only the
-/// backend's pid and cancel key, so the server's certificate is not verified.
-pub async fn cancel_query(
-    token: &tokio_postgres::CancelToken,
-) -> std::result::Result<(), tokio_postgres::Error> {
-    token
-        .cancel_query(crate::source::conn::tls::cancel_connector())
+/// Cancels the statement running in a session from elsewhere: a new socket to the same server
+/// carrying the session's cancel key, over TLS if that session required it. The cancel request
+/// carries only the backend's pid and key, so the server's certificate is not verified.
+#[derive(Clone)]
+pub struct Canceller {
+    token: tokio_postgres::CancelToken,
+    host: String,
+    port: u16,
+}
+
+/// Cancels the statement running in `canceller`'s session (errors are for logging only: the
+/// session may be gone already).
+pub async fn cancel_query(canceller: &Canceller) -> std::result::Result<(), String> {
+    let socket = socket::open(&canceller.host, canceller.port)
         .await
+        .map_err(|e| e.to_string())?;
+    let mut make = crate::source::conn::tls::cancel_connector();
+    let tls = MakeTlsConnect::<Socket>::make_tls_connect(&mut make, &canceller.host)
+        .map_err(|e| e.to_string())?;
+    canceller
+        .token
+        .cancel_query_raw(socket, tls)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 type Driver = tokio::task::JoinHandle<std::result::Result<(), tokio_postgres::Error>>;
@@ -120,9 +191,8 @@ type Driver = tokio::task::JoinHandle<std::result::Result<(), tokio_postgres::Er
 /// Dropping it closes the connection (the driver then ends by itself).
 pub struct Session {
     pub client: tokio_postgres::Client,
-    /// Cancels the running statement from elsewhere; use [`cancel_query`] (a `NoTls` cancel
-    /// fails for sessions with sslmode require/verify-*).
-    pub cancel: tokio_postgres::CancelToken,
+    /// Cancels the running statement from elsewhere, with [`cancel_query`].
+    pub cancel: Canceller,
     /// `pg_backend_pid()` of this session (0 if the server did not say).
     pub backend_pid: i32,
     driver: Driver,
