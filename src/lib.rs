@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cli (binary) → cluster → backup / restore / verify → source → format → storage
-//!                               error, progress, clock: usable by all
+//!                     error, progress, clock, memory: usable by all
 //! ```
 //!
 //! - [`storage`]: where backups live (a local directory or an S3 prefix) and the backup lock.
@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod encryption;
 pub mod error;
 pub mod format;
+pub mod memory;
 pub mod progress;
 pub mod restore;
 pub mod source;

@@ -10,6 +10,7 @@
 //! units) under `native.rs` (the coordinator), [`stream`] (pg_dump's plain/custom formats), and
 //! on top [`strategy`], which probes and chooses between native and stream.
 
+pub mod budget;
 mod native;
 mod options;
 pub mod probe;

@@ -21,6 +21,7 @@ use crate::source::plan::plan_units;
 use crate::source::probe::{probe, Probe};
 use crate::storage::lock::DirLock;
 
+use super::budget::{Budget, Wanted};
 use super::options::{options_record, prepare_out_dir, BackupOptions};
 use super::probe::with_client_tools;
 use super::sessions::{cancellable, Sessions};
@@ -55,6 +56,22 @@ pub async fn backup_native(
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
 ) -> Result<Manifest> {
+    // Decided before anything is created: a configuration that cannot fit is refused whole.
+    let budget = Budget::native(
+        opts.memory_limit,
+        opts.backups_at_once,
+        Wanted {
+            workers: opts.parallel_tables,
+            explicit: opts.parallel_tables_explicit,
+            flag: "--parallel-tables",
+        },
+        opts.codec,
+        opts.level,
+        &opts.out,
+    )?;
+    let mut planned = opts.clone();
+    planned.parallel_tables = budget.workers;
+    let opts = &planned;
     let _lock = if opts.resume {
         if !opts.out.exists(crate::format::manifest::MANIFEST_FILE)? {
             return Err(Error::Refused(format!(
@@ -74,6 +91,7 @@ pub async fn backup_native(
         conn,
         dbname,
         opts,
+        &budget,
         strategy,
         progress,
         &cancel,
@@ -95,6 +113,7 @@ pub async fn backup_native(
     }
     m.totals.duration_secs += started.elapsed().as_secs_f64();
     m.finished_at = Some(now_rfc3339());
+    m.memory = Some(budget.record());
     m.recompute_totals();
     match result {
         Ok(_) => {
@@ -124,6 +143,7 @@ async fn backup_locked(
     conn: &ConnParams,
     dbname: &str,
     opts: &BackupOptions,
+    budget: &Budget,
     strategy: Strategy,
     progress: Arc<dyn Progress>,
     cancel: &CancellationToken,
@@ -183,6 +203,7 @@ async fn backup_locked(
     let pg_dump_version = findings.pg_dump_version.clone();
     progress.note(&findings.summary_line(dbname));
     progress.note(&format!("strategy: native ({})", strategy.reason));
+    progress.note(&budget.line());
     let probe_json = findings.to_json();
     let found = findings.probe;
     let snapshot: String = match &opts.snapshot {
@@ -363,5 +384,6 @@ fn initial_manifest(
         },
         stream: vec![],
         totals: Totals::default(),
+        memory: None,
     }
 }

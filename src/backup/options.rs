@@ -29,6 +29,13 @@ pub struct BackupOptions {
     pub allow_inconsistent: bool,
     /// Read in this exported snapshot (of a transaction the user keeps open) instead of our own.
     pub snapshot: Option<String>,
+    /// `--memory-limit`; `None` for no limit. See [`super::budget`].
+    pub memory_limit: Option<u64>,
+    /// `parallel_tables` was chosen by the user: refused, not shrunk, when it does not fit.
+    pub parallel_tables_explicit: bool,
+    /// Backups this process runs at once (a cluster's `--parallel-databases`); each gets an
+    /// equal share of the memory limit.
+    pub backups_at_once: usize,
 }
 
 /// Claims the location of a new backup: creates it (a directory private to the owner, 0700),

@@ -34,6 +34,8 @@ use crate::format::manifest::{
 };
 use crate::format::stream::{stream_prefix, RotatingChunkSink, IO_BUF, STREAM_DIR};
 use crate::progress::Progress;
+
+use super::budget::{Budget, Wanted};
 use crate::source::child::supervise;
 use crate::source::child::Child;
 use crate::source::conn::dbname_conninfo;
@@ -115,6 +117,7 @@ fn pump(
     prefix: &str,
     codec: Codec,
     level: i32,
+    threads: usize,
     chunk_size: u64,
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
@@ -130,7 +133,7 @@ fn pump(
     let mut stdout = child.stdout().expect("stdout is piped");
     let fed = Arc::new(AtomicU64::new(0));
     let sink = RotatingChunkSink::new(out, prefix, codec, chunk_size, fed.clone());
-    let mut comp = StreamCompressor::new(codec, level, compression_threads(), sink)
+    let mut comp = StreamCompressor::new(codec, level, threads, sink)
         .map_err(|e| Error::io("starting the compressor for", &stream_dir, e))?;
     let mut buf = vec![0u8; IO_BUF];
     let mut write_failed = false;
@@ -194,6 +197,19 @@ pub async fn backup_stream(
             ))
         }
     };
+    let budget = Budget::stream(
+        opts.memory_limit,
+        opts.backups_at_once,
+        Wanted {
+            workers: compression_threads(),
+            explicit: false,
+            flag: "compressor threads",
+        },
+        opts.codec,
+        opts.level,
+        &opts.out,
+    )?;
+    progress.note(&budget.line());
     let _lock = prepare_out_dir(&opts.out)?;
     let started = Instant::now();
     let mut database = plan.probe.database.clone();
@@ -236,6 +252,7 @@ pub async fn backup_stream(
         },
         stream: vec![],
         totals: Totals::default(),
+        memory: None,
     };
     manifest.store(&opts.out)?;
     opts.out.create_dir(STREAM_DIR)?;
@@ -248,12 +265,14 @@ pub async fn backup_stream(
         kind,
         format_args,
         estimate,
+        budget.compressor_threads,
         &progress,
         &cancel,
     )
     .await;
     manifest.totals.duration_secs = started.elapsed().as_secs_f64();
     manifest.finished_at = Some(now_rfc3339());
+    manifest.memory = Some(budget.record());
     match outcome {
         Ok(chunks) => {
             manifest.stream = chunks;
@@ -281,6 +300,7 @@ async fn run_pg_dump(
     kind: StrategyKind,
     mut args: Vec<OsString>,
     estimate: u64,
+    threads: usize,
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<Vec<Chunk>> {
@@ -318,7 +338,7 @@ async fn run_pg_dump(
         let cancel = cancel.clone();
         tokio::task::spawn_blocking(move || {
             pump(
-                child, &out, &prefix, codec, level, chunk_size, &progress, &cancel,
+                child, &out, &prefix, codec, level, threads, chunk_size, &progress, &cancel,
             )
         })
     };

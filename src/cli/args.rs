@@ -98,6 +98,12 @@ pub struct DumpArgs {
     /// number of CPU cores)
     #[arg(long, value_name = "N")]
     pub parallel_tables: Option<usize>,
+    /// Memory ceiling of dbbackup itself (0: none). Workers, compressor threads and their
+    /// windows, COPY and upload buffers are derived from it; a --parallel-tables or
+    /// --compress-level that cannot fit is refused with the figures, defaults shrink to fit.
+    /// Rows of any size stream through. pg_dump/pg_restore are reported apart, not counted
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub memory_limit: u64,
     /// Backup format (default: auto). auto: native when --parallel-tables N > 1 is given
     /// explicitly; otherwise custom when the database (pg_database_size) is smaller than
     /// --plain-threshold, plain when it is that size or larger

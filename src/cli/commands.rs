@@ -71,7 +71,36 @@ pub async fn backup_single(
             opts.out.display()
         );
     }
+    if !args.quiet {
+        if let Some(line) = memory_summary(m.memory.as_ref()) {
+            println!("{line}");
+        }
+    }
     Ok(())
+}
+
+/// `memory: peak RSS 27.3 MiB of the 128.0 MiB limit (planned 31.2 MiB); child programs' peak
+/// 40.1 MiB (not counted)`.
+pub fn memory_summary(record: Option<&dbbackup::format::manifest::MemoryRecord>) -> Option<String> {
+    use dbbackup::memory::mib;
+    let r = record?;
+    let limit = match r.limit_bytes {
+        Some(l) => format!("of the {} limit", mib(l)),
+        None => "(no limit)".to_string(),
+    };
+    let children = if r.children_peak_rss_bytes > 0 {
+        format!(
+            "; child programs' peak {} (not counted)",
+            mib(r.children_peak_rss_bytes)
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "memory: peak RSS {} {limit} (planned {}){children}",
+        mib(r.peak_rss_bytes),
+        mib(r.planned_bytes)
+    ))
 }
 
 pub fn verify(args: VerifyArgs) -> Result<()> {

@@ -184,6 +184,8 @@ pub fn cluster(args: &ClusterArgs) -> Result<ClusterBackupOptions> {
     let parallel_tables_explicit = args.dump.parallel_tables.or(r
         .filter(|r| r.parallel_tables_explicit)
         .and(recorded_tables));
+    db.parallel_tables_explicit = parallel_tables_explicit.is_some();
+    db.backups_at_once = parallel_databases;
     Ok(ClusterBackupOptions {
         out,
         timeout: Deadline {
@@ -321,6 +323,9 @@ fn backup_options(
         resume: d.resume,
         allow_inconsistent: d.allow_inconsistent,
         snapshot,
+        memory_limit: dbbackup::memory::limit_from(d.memory_limit),
+        parallel_tables_explicit: d.parallel_tables.is_some(),
+        backups_at_once: 1,
     })
 }
 

@@ -31,6 +31,40 @@ impl Codec {
         }
     }
 
+    /// Memory one single-threaded compressing stream at `level` holds: zstd's own estimate
+    /// (window, tables and buffers grow with the level: about 1.3 MiB at 3, 80 MiB at 19);
+    /// deflate's window and tables; our output buffer for none.
+    pub fn compressor_memory(self, level: i32) -> u64 {
+        match self {
+            // SAFETY: a pure function of its argument.
+            Codec::Zstd => {
+                (unsafe { zstd::zstd_safe::zstd_sys::ZSTD_estimateCStreamSize(level) }) as u64
+            }
+            // miniz_oxide's compressor state (hash chains, dictionary, output buffer).
+            Codec::Gzip => 320 * 1024,
+            Codec::None => 0,
+        }
+    }
+
+    /// Memory one decompressing stream of data written at `level` holds: zstd's window for
+    /// that level plus its buffers; deflate's 32 KiB window and tables.
+    pub fn decompressor_memory(self, level: i32) -> u64 {
+        match self {
+            Codec::Zstd => {
+                // SAFETY: pure functions of their arguments; the parameters of `level` for input
+                // of unknown size give the window a decoder must hold.
+                let window = unsafe {
+                    let p = zstd::zstd_safe::zstd_sys::ZSTD_getCParams(level, 0, 0);
+                    1usize << p.windowLog
+                };
+                (unsafe { zstd::zstd_safe::zstd_sys::ZSTD_estimateDStreamSize(window) }) as u64
+                    + super::stream::IO_BUF as u64
+            }
+            Codec::Gzip => 64 * 1024 + super::stream::IO_BUF as u64,
+            Codec::None => super::stream::IO_BUF as u64,
+        }
+    }
+
     /// Rejects levels the codec does not have, so a typo is an error and not a silent clamp.
     pub fn check_level(self, level: i32) -> Result<(), String> {
         let range = match self {
@@ -50,6 +84,11 @@ impl Codec {
     }
 }
 
+/// zstd's job size with worker threads: the input each thread compresses at once. zstd's own
+/// default (4 × the window: 8 MiB at level 3) costs more than twice the memory per thread for
+/// a ratio within a percent.
+pub const ZSTD_JOB_BYTES: u64 = 2 * 1024 * 1024;
+
 /// A compressing writer; [`Encoder::finish`] must be called to write the codec's trailer.
 pub enum Encoder<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>),
@@ -67,6 +106,10 @@ impl<W: Write> Encoder<W> {
                 let mut e = zstd::stream::write::Encoder::new(inner, level)?;
                 if threads > 0 {
                     e.multithread(threads)?;
+                    // Bounds each thread's buffers (see ZSTD_JOB_BYTES).
+                    e.set_parameter(zstd::stream::raw::CParameter::JobSize(
+                        ZSTD_JOB_BYTES as u32,
+                    ))?;
                 }
                 // Restore/verify read chunks with a streaming decoder; a checksum per frame
                 // catches corruption even without the manifest.
@@ -154,5 +197,20 @@ impl<R: BufRead> Read for Decoder<R> {
             Decoder::Gzip(d) => d.read(buf),
             Decoder::None(r) => r.read(buf),
         }
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::Codec;
+
+    #[test]
+    fn memory_grows_with_the_level() {
+        let low = Codec::Zstd.compressor_memory(1);
+        let default = Codec::Zstd.compressor_memory(3);
+        let high = Codec::Zstd.compressor_memory(19);
+        assert!(low <= default && default < high, "{low} {default} {high}");
+        assert!(default < 8 << 20 && high > 32 << 20, "{default} {high}");
+        assert!(Codec::Zstd.decompressor_memory(19) > Codec::Zstd.decompressor_memory(3));
     }
 }

@@ -55,6 +55,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Removes what interrupted writes under `prefix/` left behind (temporary files, incomplete
     /// multipart uploads); returns what it removed.
     fn clean_incomplete(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Memory one open writer holds for bytes not yet stored, with `parts_in_flight` parts
+    /// uploading while the next fills (object stores); a file system writes through.
+    fn writer_buffer(&self, _parts_in_flight: usize) -> u64 {
+        0
+    }
+    /// Lets at most `n` parts of one object upload at once (object stores only).
+    fn set_parts_in_flight(&self, _n: usize) {}
+    /// True when objects are uploaded in parts held in memory.
+    fn uploads_in_parts(&self) -> bool {
+        false
+    }
 }
 
 /// A location: a backend and a prefix inside it. Cheap to clone.
@@ -138,6 +149,20 @@ impl Store {
     /// The local directory, when this location is one.
     pub fn local_dir(&self) -> Option<PathBuf> {
         self.backend.local_path(&self.key(""))
+    }
+
+    /// Memory one open writer holds for bytes not yet stored; see [`Backend::writer_buffer`].
+    pub fn writer_buffer(&self, parts_in_flight: usize) -> u64 {
+        self.backend.writer_buffer(parts_in_flight)
+    }
+
+    /// See [`Backend::set_parts_in_flight`]; applies to every writer of this backend.
+    pub fn set_parts_in_flight(&self, n: usize) {
+        self.backend.set_parts_in_flight(n)
+    }
+
+    pub fn uploads_in_parts(&self) -> bool {
+        self.backend.uploads_in_parts()
     }
 
     pub fn create_dir(&self, rel: &str) -> Result<()> {

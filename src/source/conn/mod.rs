@@ -15,6 +15,7 @@ pub mod tls;
 
 use pgpass::{field_matches, read_pgpass, PassEntry};
 pub use session::{cancel_query, Canceller, Session};
+pub use split::MAX_PIECE;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

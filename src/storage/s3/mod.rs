@@ -44,6 +44,7 @@ pub struct S3Backend {
     /// Runs the store's futures: callers are the engine's blocking writer threads as well as
     /// async code, so requests run here and callers wait on a channel.
     runtime: Option<tokio::runtime::Runtime>,
+    parts_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -204,6 +205,7 @@ impl S3Backend {
             store,
             bucket: bucket.to_string(),
             runtime: Some(runtime),
+            parts_in_flight: Arc::new(std::sync::atomic::AtomicUsize::new(writer::PARTS_IN_FLIGHT)),
         };
         let location = format!("s3://{bucket}");
         backend.run(async move {
@@ -276,6 +278,20 @@ pub fn summarize(e: &object_store::Error) -> String {
 }
 
 impl Backend for S3Backend {
+    fn writer_buffer(&self, parts_in_flight: usize) -> u64 {
+        // The part filling plus those uploading.
+        ((parts_in_flight + 1) * writer::FIRST_PART) as u64
+    }
+
+    fn set_parts_in_flight(&self, n: usize) {
+        self.parts_in_flight
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn uploads_in_parts(&self) -> bool {
+        true
+    }
+
     fn describe(&self, rel: &str) -> PathBuf {
         PathBuf::from(format!("s3://{}/{rel}", self.bucket))
     }
@@ -412,6 +428,7 @@ impl S3Backend {
             store: self.store.clone(),
             bucket: self.bucket.clone(),
             runtime: self.runtime.as_ref().expect("running").handle().clone(),
+            parts_in_flight: self.parts_in_flight.clone(),
         }
     }
 }

@@ -25,7 +25,9 @@ const MAX_PARTS: u64 = 10_000;
 /// memory.
 const PARTS_PER_SIZE: usize = 1_000;
 /// Parts of one object uploading while the next one fills.
-const PARTS_IN_FLIGHT: usize = 2;
+pub(super) const PARTS_IN_FLIGHT: usize = 2;
+/// The size of the first parts of an object: S3's minimum.
+pub(super) const FIRST_PART: usize = MIN_PART;
 
 /// What a writer needs of the backend.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub(super) struct Handle {
     pub(super) store: Arc<AmazonS3>,
     pub(super) bucket: String,
     pub(super) runtime: tokio::runtime::Handle,
+    /// Parts of one object uploading at once (set from the memory budget).
+    pub(super) parts_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Handle {
@@ -101,7 +105,12 @@ impl S3Writer {
                 .map_err(|e| h.err("recording the upload of", &self.key, &e))?;
             self.upload = Some(id);
         }
-        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+        let limit = self
+            .backend
+            .parts_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        while self.in_flight.len() >= limit {
             self.wait_oldest()?;
         }
         let data = Bytes::from(std::mem::take(&mut self.buffer));
