@@ -363,5 +363,6 @@ fn initial_manifest(
         },
         stream: vec![],
         totals: Totals::default(),
+        retries: 0,
     }
 }

@@ -236,6 +236,7 @@ pub async fn backup_stream(
         },
         stream: vec![],
         totals: Totals::default(),
+        retries: 0,
     };
     manifest.store(&opts.out)?;
     opts.out.create_dir(STREAM_DIR)?;
