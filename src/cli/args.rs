@@ -225,7 +225,7 @@ const BACKUP_ARG_HELP: &str = "Backup directory (or s3://BUCKET/PREFIX); with --
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    #[arg(help = BACKUP_ARG_HELP, value_name = "BACKUP")]
+    #[arg(help = BACKUP_ARG_HELP, value_name = "DIR")]
     pub dir: PathBuf,
     /// The repository (a directory or s3://BUCKET/PREFIX) that BACKUP is named in
     #[arg(long, value_name = "LOCATION")]
@@ -239,7 +239,7 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    #[arg(help = BACKUP_ARG_HELP, value_name = "BACKUP")]
+    #[arg(help = BACKUP_ARG_HELP, value_name = "DIR")]
     pub dir: PathBuf,
     /// The repository (a directory or s3://BUCKET/PREFIX) that BACKUP is named in
     #[arg(long, value_name = "LOCATION")]
