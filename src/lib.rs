@@ -3,7 +3,7 @@
 //! The folders are the layers, and a module imports only from its own layer or the ones below:
 //!
 //! ```text
-//! cli (binary) → cluster → backup / restore / verify → source → format → storage
+//! cli (binary) → repo → cluster → backup / restore / verify → source → format → storage
 //!                     error, progress, clock, memory: usable by all
 //! ```
 //!
@@ -14,6 +14,8 @@
 //!   large-object dumps, the PostgreSQL client tools run as children.
 //! - [`backup`], [`restore`], [`verify`]: the operations on one database.
 //! - [`cluster`]: every database of a server, each through the operations above.
+//! - [`repo`]: many backups under one location: layout, catalog (`list`), names
+//!   (`DB@latest`), retention (`expire`), the Prometheus metrics file.
 
 pub mod backup;
 pub mod clock;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod format;
 pub mod memory;
 pub mod progress;
+pub mod repo;
 pub mod restore;
 pub mod source;
 pub mod storage;

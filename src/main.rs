@@ -113,5 +113,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
         }
         Command::Verify(args) => cli::commands::verify(args),
         Command::Restore(args) => cli::commands::restore(&conn, args, cancel).await,
+        Command::List(args) => cli::repo::list(args),
+        Command::Expire(args) => cli::repo::expire(args),
     }
 }

@@ -385,5 +385,6 @@ fn initial_manifest(
         stream: vec![],
         totals: Totals::default(),
         memory: None,
+        retries: 0,
     }
 }

@@ -253,6 +253,7 @@ pub async fn backup_stream(
         stream: vec![],
         totals: Totals::default(),
         memory: None,
+        retries: 0,
     };
     manifest.store(&opts.out)?;
     opts.out.create_dir(STREAM_DIR)?;

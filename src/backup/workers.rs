@@ -38,6 +38,8 @@ enum Job {
 /// What workers tell the coordinator.
 enum Event {
     Done(Job, Vec<Chunk>),
+    /// A unit is dumped again after a retryable error (counted in the manifest).
+    Retried,
     Failed(Error),
 }
 
@@ -164,6 +166,7 @@ pub(super) async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Resu
                     apply_done(manifest, job, chunks, ctx.snapshot);
                     dirty = true;
                 }
+                Some(Event::Retried) => manifest.retries += 1,
                 Some(Event::Failed(e)) => failure = Some(e),
                 None => workers_done = true,
             },
@@ -263,6 +266,7 @@ impl WorkerCtx {
                     Ok(chunks) => break chunks,
                     Err(e) if e.is_retryable() && attempt < self.opts.retries => {
                         attempt += 1;
+                        let _ = tx.send(Event::Retried);
                         let wait = backoff(attempt);
                         self.progress.note(&format!(
                             "retrying {} (attempt {} of {}) in {:.1}s after: {e}",

@@ -48,6 +48,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore a backup into a database
     Restore(RestoreArgs),
+    /// List the backups of a repository (--repo), newest first
+    List(ListArgs),
+    /// Delete the backups of a repository that no --keep-* rule keeps (restic's rules)
+    #[command(after_help = EXPIRE_HELP)]
+    Expire(ExpireArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,8 +70,20 @@ pub struct SingleArgs {
     /// Database to back up
     pub dbname: String,
     /// Output directory (created 0700; must be empty or absent)
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "repo",
+        conflicts_with = "repo"
+    )]
+    pub out: Option<PathBuf>,
+    /// Back up into the repository LOCATION (a directory or s3://BUCKET/PREFIX), in
+    /// LOCATION/DATABASE/<UTC start time, e.g. 20261129T020000Z>/. With --resume: continue
+    /// the newest backup of the database there if it failed or was interrupted
+    #[arg(long, value_name = "LOCATION")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub dump: DumpArgs,
     /// Read in this exported snapshot (pg_export_snapshot() of a transaction you keep open)
@@ -208,10 +225,17 @@ impl From<FormatArg> for FormatChoice {
     }
 }
 
+/// `--repo` and the backup it names, for the commands that read a backup.
+const BACKUP_ARG_HELP: &str = "Backup directory (or s3://BUCKET/PREFIX); with --repo a name: \
+    DB@latest (the newest complete backup of DB), DB@20261129T020000Z, cluster@latest";
+
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// Backup directory
+    #[arg(help = BACKUP_ARG_HELP, value_name = "DIR")]
     pub dir: PathBuf,
+    /// The repository (a directory or s3://BUCKET/PREFIX) that BACKUP is named in
+    #[arg(long, value_name = "LOCATION")]
+    pub repo: Option<String>,
     #[command(flatten)]
     pub keys: IdentityArgs,
     /// Print only problems
@@ -221,8 +245,11 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Backup directory
+    #[arg(help = BACKUP_ARG_HELP, value_name = "DIR")]
     pub dir: PathBuf,
+    /// The repository (a directory or s3://BUCKET/PREFIX) that BACKUP is named in
+    #[arg(long, value_name = "LOCATION")]
+    pub repo: Option<String>,
     #[command(flatten)]
     pub keys: IdentityArgs,
     /// Target database (required for a single-database backup; not used with a cluster backup)
@@ -255,8 +282,20 @@ pub struct RestoreArgs {
 pub struct ClusterArgs {
     /// Output directory (created 0700; must be empty or absent): DIR/manifest.json (the
     /// cluster manifest), DIR/globals/, one directory per database
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "repo",
+        conflicts_with = "repo"
+    )]
+    pub out: Option<PathBuf>,
+    /// Back up into the repository LOCATION (a directory or s3://BUCKET/PREFIX), in
+    /// LOCATION/cluster/<UTC start time, e.g. 20261129T020000Z>/. With --resume: continue the
+    /// newest cluster backup there if it failed or was interrupted
+    #[arg(long, value_name = "LOCATION")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Per-database time limit (90s, 30m, 2h): a database that takes longer is stopped (its
     /// queries cancelled, connections closed, pg_dump killed), marked failed, and the backup
     /// goes on with the next one (default: 2h)
@@ -281,6 +320,71 @@ pub struct ClusterArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
+
+/// `--metrics-file`, on the commands that write one.
+#[derive(Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// After the run (success or failure) write Prometheus metrics to FILE (node_exporter's
+    /// textfile collector), replaced atomically: with --repo from the whole repository,
+    /// with --out from this backup alone. Metric names: see the README
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// The repository: a directory or s3://BUCKET/PREFIX
+    #[arg(long, value_name = "LOCATION")]
+    pub repo: String,
+    /// Only databases matching PATTERN (shell glob: * and ?; `cluster` for cluster backups)
+    #[arg(long, value_name = "PATTERN")]
+    pub database: Option<String>,
+    /// Print one JSON document (for scripts) instead of the table
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExpireArgs {
+    /// The repository: a directory or s3://BUCKET/PREFIX
+    #[arg(long, value_name = "LOCATION")]
+    pub repo: String,
+    /// Keep the N newest backups of each database
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N days (UTC) that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have backups
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep every backup newer than the database's newest backup minus DURATION (90m, 36h,
+    /// 7d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+    pub keep_within: Option<String>,
+    /// Only databases matching PATTERN (shell glob: * and ?; `cluster` for cluster backups)
+    #[arg(long, value_name = "PATTERN")]
+    pub database: Option<String>,
+    /// Print what would be deleted and why every other backup is kept; delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// What `expire` never deletes, shown by `expire --help`.
+const EXPIRE_HELP: &str = "\
+Per database (cluster backups count as the database `cluster`), complete backups are kept when
+a --keep-* rule keeps them. Never deleted: the newest complete backup of a database, a backup in
+progress (its lock held by a running dbbackup), a backup whose manifest cannot be read, and
+anything at all when no --keep-* rule is given. Failed and interrupted backups older than the
+newest complete one are deleted. A backup is deleted manifest-last after being marked
+`deleting`; an interrupted expire is finished by the next one.";
 
 /// A duration kept as the user wrote it (for messages such as "timeout after 2h"), checked.
 pub fn parse_duration_text(s: &str) -> Result<String, String> {
@@ -388,5 +492,16 @@ mod tests {
     fn host_flag_is_not_help() {
         let cli = Cli::try_parse_from(["dbbackup", "-h", "/tmp", "verify", "x"]).unwrap();
         assert_eq!(cli.conn.host.as_deref(), Some("/tmp"));
+    }
+
+    #[test]
+    fn backup_takes_exactly_one_of_out_and_repo() {
+        let parse = |args: &str| Cli::try_parse_from(args.split_whitespace());
+        assert!(parse("dbbackup backup single db --out /x").is_ok());
+        assert!(parse("dbbackup backup single db --repo /x").is_ok());
+        assert!(parse("dbbackup backup single db").is_err());
+        assert!(parse("dbbackup backup single db --out /x --repo /y").is_err());
+        assert!(parse("dbbackup backup cluster --repo s3://b/p").is_ok());
+        assert!(parse("dbbackup backup cluster").is_err());
     }
 }

@@ -23,8 +23,14 @@ pub async fn backup_cluster(
 ) -> Result<()> {
     let opts = super::resolve::cluster(&args)?;
     let progress: Arc<dyn Progress> = reporter(args.quiet);
-    let m = dbbackup::cluster::backup_cluster(conn, &opts, progress, cancel).await?;
-    print_backup_summary(&m, &opts.out);
+    let result = dbbackup::cluster::backup_cluster(conn, &opts, progress, cancel).await;
+    let result = result.and_then(|m| summarize_backup(&m, &opts.out));
+    super::repo::after_backup(&args.metrics, args.repo.as_deref(), &opts.out, result)
+}
+
+/// The summary table; an error naming every part that failed unless all went well.
+fn summarize_backup(m: &ClusterManifest, out: &dbbackup::storage::Store) -> Result<()> {
+    print_backup_summary(m, out);
     if m.status == Status::Complete {
         return Ok(());
     }
@@ -45,7 +51,7 @@ pub async fn backup_cluster(
 }
 
 /// A table whose columns are as wide as their widest cell (counted in characters).
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(super) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

@@ -23,6 +23,18 @@ pub async fn backup_single(
     cancel: CancellationToken,
 ) -> Result<()> {
     let (opts, strategy_opts) = super::resolve::single(&args)?;
+    let (metrics, repo, out) = (args.metrics.clone(), args.repo.clone(), opts.out.clone());
+    let result = run_single(conn, args, opts, strategy_opts, cancel).await;
+    super::repo::after_backup(&metrics, repo.as_deref(), &out, result)
+}
+
+async fn run_single(
+    conn: &ConnParams,
+    args: SingleArgs,
+    opts: dbbackup::backup::BackupOptions,
+    strategy_opts: dbbackup::backup::strategy::StrategyOptions,
+    cancel: CancellationToken,
+) -> Result<()> {
     let progress = reporter(args.quiet);
     let m = match &args.timeout {
         None => {
@@ -105,7 +117,11 @@ pub fn memory_summary(record: Option<&dbbackup::format::manifest::MemoryRecord>)
 
 pub fn verify(args: VerifyArgs) -> Result<()> {
     let started = Instant::now();
-    let store = super::location::open_with_identities(&args.dir, &args.keys)?;
+    let store = super::location::backup_location_with_identities(
+        args.repo.as_deref(),
+        &args.dir,
+        &args.keys,
+    )?;
     let report = if dbbackup::cluster::is_cluster_backup(&store) {
         dbbackup::cluster::verify_cluster(&store)?
     } else {
@@ -136,7 +152,11 @@ pub async fn restore(
     args: RestoreArgs,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let store = super::location::open_with_identities(&args.dir, &args.keys)?;
+    let store = super::location::backup_location_with_identities(
+        args.repo.as_deref(),
+        &args.dir,
+        &args.keys,
+    )?;
     if dbbackup::cluster::is_cluster_backup(&store) {
         return super::cluster::restore_cluster(conn, args, store, cancel).await;
     }

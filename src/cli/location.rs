@@ -5,8 +5,11 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use dbbackup::encryption::Sealing;
+use dbbackup::repo::catalog::{BackupStatus, Kind};
+use dbbackup::repo::layout;
+use dbbackup::repo::names::BackupName;
 use dbbackup::storage::Store;
-use dbbackup::Result;
+use dbbackup::{Error, Result};
 
 use super::args::IdentityArgs;
 
@@ -23,8 +26,79 @@ pub fn open(path: &Path) -> Result<Store> {
     Store::at(&path.to_string_lossy(), endpoint)
 }
 
-/// Opens the location `path` names, reading encrypted files with the identities of `keys`.
-pub fn open_with_identities(path: &Path, keys: &IdentityArgs) -> Result<Store> {
+/// Opens the repository `--repo LOCATION`.
+pub fn open_repo(repo: &str) -> Result<Store> {
+    open(Path::new(repo))
+}
+
+/// Where a new backup goes: `--out DIR` as given, or a new directory named by the start time
+/// in `--repo` (`LOCATION/<database>/<time>/`, cluster backups `LOCATION/cluster/<time>/`).
+/// `database` is `None` for a cluster backup. With `resume` and `--repo`: the newest backup of
+/// the database there, which must have failed or been interrupted.
+pub fn new_backup(
+    out: Option<&Path>,
+    repo: Option<&str>,
+    database: Option<&str>,
+    resume: bool,
+) -> Result<Store> {
+    let (Some(repo), None) = (repo, out) else {
+        // clap allows exactly one of them.
+        return open(out.expect("--out or --repo"));
+    };
+    let repo_store = open_repo(repo)?;
+    let name = database.unwrap_or(layout::CLUSTER);
+    if !resume {
+        let dir = layout::backup_dir(name, database.is_none(), dbbackup::clock::now());
+        return Ok(repo_store.sub(&dir));
+    }
+    let kind = match database {
+        Some(_) => Kind::Single,
+        None => Kind::Cluster,
+    };
+    let catalog = dbbackup::repo::catalog::scan(&repo_store)?;
+    let newest = catalog
+        .backups
+        .iter()
+        .find(|b| b.kind == kind && b.database == name);
+    match newest {
+        Some(b) if matches!(b.status, BackupStatus::Failed | BackupStatus::Interrupted) => {
+            Ok(repo_store.sub(&b.dir))
+        }
+        Some(b) => Err(Error::Usage(format!(
+            "nothing to resume: the newest backup of {name:?} in {repo} ({}) is {}",
+            b.dir,
+            b.status.as_str()
+        ))),
+        None => Err(Error::Usage(format!(
+            "nothing to resume: {repo} holds no backup of {name:?}"
+        ))),
+    }
+}
+
+/// The backup a command reads (`restore`, `verify`, `drill`): without `--repo`, the location
+/// `arg` names; with it, the backup the name `arg` means in that repository (`DB@latest`,
+/// `DB@20261129T020000Z`, `cluster@latest`).
+pub fn backup_location(repo: Option<&str>, arg: &Path) -> Result<Store> {
+    let text = arg.to_string_lossy();
+    let Some(repo) = repo else {
+        return open(arg);
+    };
+    let Some(name) = BackupName::parse(&text) else {
+        return Err(Error::Usage(format!(
+            "{text:?} is not a backup name: with --repo give DB@latest, DB@20261129T020000Z or cluster@latest (or drop --repo for a path)"
+        )));
+    };
+    let repo_store = open_repo(repo)?;
+    let catalog = dbbackup::repo::catalog::scan(&repo_store)?;
+    Ok(repo_store.sub(&name.resolve(&catalog)?))
+}
+
+/// [`backup_location`], reading encrypted files with the identities of `keys`.
+pub fn backup_location_with_identities(
+    repo: Option<&str>,
+    arg: &Path,
+    keys: &IdentityArgs,
+) -> Result<Store> {
     let sealing = Sealing::default().with_identity_files(&keys.identity)?;
-    Ok(open(path)?.with_sealing(Arc::new(sealing)))
+    Ok(backup_location(repo, arg)?.with_sealing(Arc::new(sealing)))
 }

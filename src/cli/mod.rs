@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod commands;
 pub mod location;
 pub mod progress;
+pub mod repo;
 pub mod resolve;
 pub mod store_log;
 pub mod usage;

@@ -30,7 +30,12 @@ const DEFAULT_PARALLEL_DATABASES: usize = 1;
 
 /// `backup single`: the engine's options and the strategy's.
 pub fn single(args: &SingleArgs) -> Result<(BackupOptions, StrategyOptions)> {
-    let out = super::location::open(&args.out)?;
+    let out = super::location::new_backup(
+        args.out.as_deref(),
+        args.repo.as_deref(),
+        Some(&args.dbname),
+        args.dump.resume,
+    )?;
     let recorded = match args.dump.resume {
         true => recorded_single(&out)?,
         false => None,
@@ -109,7 +114,12 @@ fn recorded_single(out: &Store) -> Result<Option<Manifest>> {
 
 /// `backup cluster`: the engine's options.
 pub fn cluster(args: &ClusterArgs) -> Result<ClusterBackupOptions> {
-    let out = super::location::open(&args.out)?;
+    let out = super::location::new_backup(
+        args.out.as_deref(),
+        args.repo.as_deref(),
+        None,
+        args.dump.resume,
+    )?;
     let recorded = match args.dump.resume {
         true => recorded_cluster(&out)?,
         false => None,

@@ -25,6 +25,20 @@ pub enum Status {
     InProgress,
     Complete,
     Failed,
+    /// `expire` is removing the backup: its files go first, this manifest last. A backup in
+    /// this state is never read; the next `expire` finishes the deletion.
+    Deleting,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::InProgress => "in_progress",
+            Status::Complete => "complete",
+            Status::Failed => "failed",
+            Status::Deleting => "deleting",
+        }
+    }
 }
 
 /// How the data of a database was dumped.
@@ -294,6 +308,9 @@ pub struct Manifest {
     /// written before 0.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryRecord>,
+    /// Units dumped again after a retryable error (connection lost, serialization failure).
+    #[serde(default)]
+    pub retries: u32,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

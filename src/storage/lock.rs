@@ -99,3 +99,36 @@ fn pid_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Whether a location's lock is held, as far as this host can prove (see the module
+/// documentation): what `list` and `expire` need to tell a running backup from an interrupted
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// No lock object.
+    Free,
+    /// Held by a running process on this host, or by another host (which cannot be checked
+    /// from here, so it counts as running).
+    Held,
+    /// Left by a process of this host that no longer runs, or unreadable.
+    Stale,
+}
+
+/// The state of `store`'s lock.
+pub fn lock_state(store: &Store) -> Result<LockState> {
+    let Some(text) = store.read_small(LOCK_FILE)? else {
+        return Ok(LockState::Free);
+    };
+    let holder: Option<Holder> = serde_json::from_slice(&text).ok().or_else(|| {
+        let pid = String::from_utf8_lossy(&text).trim().parse().ok()?;
+        Some(Holder {
+            host: host_name(),
+            pid,
+            started_at: String::new(),
+        })
+    });
+    Ok(match holder {
+        Some(h) if h.host != host_name() || pid_alive(h.pid) => LockState::Held,
+        _ => LockState::Stale,
+    })
+}
