@@ -3,7 +3,7 @@
 //! The folders are the layers, and a module imports only from its own layer or the ones below:
 //!
 //! ```text
-//! cli (binary) → cluster → backup / restore / verify → source → format → storage
+//! cli (binary) → cluster, drill → backup / restore / verify → source → format → storage
 //!                               error, progress, clock: usable by all
 //! ```
 //!
@@ -14,10 +14,12 @@
 //!   large-object dumps, the PostgreSQL client tools run as children.
 //! - [`backup`], [`restore`], [`verify`]: the operations on one database.
 //! - [`cluster`]: every database of a server, each through the operations above.
+//! - [`drill`]: a backup restored into a scratch database and compared with its manifest.
 
 pub mod backup;
 pub mod clock;
 pub mod cluster;
+pub mod drill;
 pub mod encryption;
 pub mod error;
 pub mod format;
