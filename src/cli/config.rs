@@ -27,6 +27,7 @@ use std::ffi::OsString;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -95,7 +96,26 @@ pub fn parse_command_line(argv: Vec<OsString>) -> Result<Cli, ParseError> {
     let matches = cmd
         .try_get_matches_from_mut(argv)
         .map_err(ParseError::Clap)?;
-    Cli::from_arg_matches(&matches).map_err(|e| ParseError::Clap(e.format(&mut cmd)))
+    let mut cli =
+        Cli::from_arg_matches(&matches).map_err(|e| ParseError::Clap(e.format(&mut cmd)))?;
+    prefer_libpq_environment(&mut cli, &matches, |var| std::env::var_os(var).is_some());
+    Ok(cli)
+}
+
+/// The connection flags have libpq's variables as their environment (read later, by the
+/// connection settings): as with every flag that has one, a variable that is set wins over
+/// the file, so the file's value is dropped here.
+fn prefer_libpq_environment(cli: &mut Cli, m: &clap::ArgMatches, is_set: impl Fn(&str) -> bool) {
+    let from_file = |id: &str| m.value_source(id) == Some(ValueSource::DefaultValue);
+    if from_file("host") && is_set("PGHOST") {
+        cli.conn.host = None;
+    }
+    if from_file("port") && is_set("PGPORT") {
+        cli.conn.port = None;
+    }
+    if from_file("username") && is_set("PGUSER") {
+        cli.conn.username = None;
+    }
 }
 
 /// Reads the file at `path` and makes its settings the defaults of `cmd`'s flags.
@@ -387,6 +407,8 @@ mod tests {
         assert_eq!(cli.conn.port, Some(5433));
         let cli = parse("host = \"/from/file\"\n", "-h /flag verify x").unwrap();
         assert_eq!(cli.conn.host.as_deref(), Some("/flag"));
+        let cli = parse("host = \"/from/file\"\n", "verify x -h /flag").unwrap();
+        assert_eq!(cli.conn.host.as_deref(), Some("/flag"));
     }
 
     #[test]
@@ -447,5 +469,24 @@ mod tests {
             Sub::Backup(BackupCommand::Cluster(a)) => assert_eq!(a.dump.compress_level, Some(2)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn libpq_variables_win_over_the_file_and_flags_over_both() {
+        let file = "host = \"/from/file\"\nport = 5433\n";
+        let run = |args: &str, pghost_set: bool| {
+            let cmd = apply(Cli::command(), file, Path::new("test.toml")).unwrap();
+            let argv = std::iter::once("dbbackup").chain(args.split_whitespace());
+            let m = cmd.try_get_matches_from(argv).unwrap();
+            let mut cli = Cli::from_arg_matches(&m).unwrap();
+            prefer_libpq_environment(&mut cli, &m, |var| pghost_set && var == "PGHOST");
+            cli.conn
+        };
+        let conn = run("verify x", true);
+        assert_eq!((conn.host, conn.port), (None, Some(5433)));
+        let conn = run("verify x", false);
+        assert_eq!(conn.host.as_deref(), Some("/from/file"));
+        let conn = run("verify x -h /flag", true);
+        assert_eq!(conn.host.as_deref(), Some("/flag"));
     }
 }
