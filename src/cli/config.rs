@@ -347,7 +347,8 @@ fn check_value(arg: &Arg, word: &str) -> Result<(), String> {
     let copy = Arg::new(arg.get_id().clone())
         .long(long.to_string())
         .value_parser(arg.get_value_parser().clone())
-        .action(ArgAction::Set);
+        .action(ArgAction::Set)
+        .value_names(arg.get_value_names().unwrap_or_default().to_vec());
     Command::new("dbbackup")
         .no_binary_name(true)
         .disable_help_flag(true)
