@@ -490,4 +490,21 @@ mod tests {
         let conn = run("verify x -h /flag", true);
         assert_eq!(conn.host.as_deref(), Some("/flag"));
     }
+
+    #[test]
+    fn the_contrib_example_is_a_valid_config_file() {
+        let example = include_str!("../../contrib/dbbackup.toml.example");
+        let cmd = apply(Cli::command(), example, Path::new("dbbackup.toml.example")).unwrap();
+        let m = cmd
+            .try_get_matches_from(["dbbackup", "drill", "shop"])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        match cli.command {
+            crate::cli::args::Command::Drill(d) => {
+                assert_eq!(d.jobs, Some(2));
+                assert_eq!(d.repo.as_deref(), Some("/var/backups/dbbackup"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
