@@ -308,3 +308,31 @@ fn a_cluster_backup_is_drilled_database_by_database() {
     assert!(!database_exists(r["scratch_database"].as_str().unwrap()));
     run_ok(dbbackup().arg("verify").arg(&out));
 }
+
+#[test]
+fn a_plain_backup_in_s3_is_drilled_and_its_record_stored_there() {
+    use support::s3::{dbbackup_s3, s3};
+    let location = s3().location("drill");
+    let src = source_db();
+    run_ok(dbbackup_s3().args([
+        "backup", "single", src, "--format", "plain", "--quiet", "--out", &location,
+    ]));
+    let drilled = support::s3::run_ok_secretless(
+        dbbackup_s3().args(["drill", &location, "--quiet", "--jobs", "2"]),
+    );
+    assert!(
+        text(&drilled.stdout).contains(", 3 large objects)"),
+        "{}",
+        text(&drilled.stdout)
+    );
+    let names: Vec<String> = s3()
+        .list(&location)
+        .into_iter()
+        .filter(|o| o.starts_with("drills/") && o.ends_with(".json"))
+        .collect();
+    assert_eq!(names.len(), 1, "{:?}", s3().list(&location));
+    let r: serde_json::Value = serde_json::from_slice(&s3().read(&location, &names[0])).unwrap();
+    assert_eq!(r["passed"], true, "{r}");
+    assert!(!database_exists(r["scratch_database"].as_str().unwrap()));
+    run_ok(dbbackup_s3().args(["verify", &location]));
+}
