@@ -92,6 +92,11 @@ pub enum Error {
     #[error("{} problem(s) found:\n{}", .0.len(), join_lines(.0))]
     Many(Vec<Error>),
 
+    /// A restore drill found the backup does not restore into what its manifest says (or could
+    /// not record its result): the drill's result lines.
+    #[error("{0}")]
+    DrillFailed(String),
+
     /// The job was interrupted (Ctrl-C / SIGTERM).
     #[error("interrupted")]
     Interrupted,

@@ -3,7 +3,7 @@
 //! The folders are the layers, and a module imports only from its own layer or the ones below:
 //!
 //! ```text
-//! cli (binary) → repo → cluster → backup / restore / verify → source → format → storage
+//! cli (binary) → repo → cluster, drill → backup / restore / verify → source → format → storage
 //!                     error, progress, clock, memory: usable by all
 //! ```
 //!
@@ -16,10 +16,12 @@
 //! - [`cluster`]: every database of a server, each through the operations above.
 //! - [`repo`]: many backups under one location: layout, catalog (`list`), names
 //!   (`DB@latest`), retention (`expire`), the Prometheus metrics file.
+//! - [`drill`]: a backup restored into a scratch database and compared with its manifest.
 
 pub mod backup;
 pub mod clock;
 pub mod cluster;
+pub mod drill;
 pub mod encryption;
 pub mod error;
 pub mod format;

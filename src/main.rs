@@ -7,7 +7,6 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use cli::args::{BackupCommand, Cli, Command};
@@ -16,9 +15,13 @@ use dbbackup::Error;
 
 fn main() -> ExitCode {
     bounded_heap();
-    let cli = match Cli::try_parse() {
+    let cli = match cli::config::parse_command_line(std::env::args_os().collect()) {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(cli::config::ParseError::Clap(e)) => return usage_error(e),
+        Err(cli::config::ParseError::Config(msg)) => {
+            eprintln!("dbbackup: error: {msg}");
+            return ExitCode::from(2);
+        }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -103,6 +106,10 @@ async fn shutdown_signal() {
 async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
     cli::location::set_s3_endpoint(cli.s3_endpoint.clone());
     cli::store_log::install();
+    if let Command::Drill(args) = cli.command {
+        // The drill's connection is its target server: resolved there, with --target-host/-port.
+        return cli::drill::drill(&cli.conn, args, cancel).await;
+    }
     let conn = ConnParams::resolve(&cli.conn)?;
     match cli.command {
         Command::Backup(BackupCommand::Single(args)) => {
@@ -115,5 +122,6 @@ async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
         Command::Restore(args) => cli::commands::restore(&conn, args, cancel).await,
         Command::List(args) => cli::repo::list(args),
         Command::Expire(args) => cli::repo::expire(args),
+        Command::Drill(_) => unreachable!("handled above"),
     }
 }

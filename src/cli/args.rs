@@ -35,6 +35,11 @@ pub struct Cli {
     /// shared files of AWS_PROFILE; region: AWS_REGION (default us-east-1)
     #[arg(long, global = true, value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// Settings file (TOML): keys are the long flags, at the top for every command, in
+    /// [backup], [backup.single], [restore], [drill]… for one; flags given here win. Default:
+    /// /etc/dbbackup/dbbackup.toml when it exists. No secrets: they are refused
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,6 +58,10 @@ pub enum Command {
     /// Delete the backups of a repository that no --keep-* rule keeps (restic's rules)
     #[command(after_help = EXPIRE_HELP)]
     Expire(ExpireArgs),
+    /// Test a backup: restore it into a scratch database, compare every table's row count,
+    /// the sequences and the large objects with the manifest, drop the scratch database, and
+    /// record the result in the backup's drills/ (exit status 1 when it failed)
+    Drill(DrillArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -274,6 +283,44 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// No progress output
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// The backup to test: a directory or s3://BUCKET/PREFIX, or with --repo a name:
+    /// DB@latest, DB@20261129T020000Z, cluster@latest
+    pub backup: String,
+    /// Repository the backup is in (a directory or s3://BUCKET/PREFIX); BACKUP is then a name
+    #[arg(long, value_name = "LOCATION")]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub keys: IdentityArgs,
+    /// Server to restore into (default: the connection settings, -h / PGHOST)
+    #[arg(long, value_name = "HOST")]
+    pub target_host: Option<String>,
+    /// Port of the server to restore into (default: the connection settings, -p / PGPORT)
+    #[arg(long, value_name = "PORT")]
+    pub target_port: Option<u16>,
+    /// Name of the scratch database (default: dbbackup_drill_<db>_<YYYYMMDDTHHMMSSZ>); the
+    /// drill refuses to start when it exists
+    #[arg(long, value_name = "NAME")]
+    pub scratch_name: Option<String>,
+    /// Keep the scratch database afterwards (to look at it); by default it is dropped, also
+    /// when the drill fails
+    #[arg(long)]
+    pub keep_scratch: bool,
+    /// Parallel loaders (default: number of CPU cores)
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Custom-format backups with --jobs > 1: directory for the decompressed archive that
+    /// pg_restore needs as a seekable file (default: the directory holding the backup)
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// No progress output (the result line is still printed)
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }

@@ -3,6 +3,8 @@
 pub mod args;
 pub mod cluster;
 pub mod commands;
+pub mod config;
+pub mod drill;
 pub mod location;
 pub mod progress;
 pub mod repo;

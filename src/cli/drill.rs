@@ -1,0 +1,92 @@
+//! `dbbackup drill`: the connection to restore into, the backup's location, the result lines.
+
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+use dbbackup::drill::{drill_cluster, drill_database, DrillOptions, DrillOutcome};
+use dbbackup::source::conn::{ConnParams, ConnectOptions};
+use dbbackup::{Error, Result};
+
+use super::args::{cores, DrillArgs};
+use super::progress::reporter;
+
+/// Runs the drill; passed: the result line on stdout; failed (or its record not written):
+/// the result as the error, so that the exit status is 1.
+pub async fn drill(
+    conn: &ConnectOptions,
+    args: DrillArgs,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let mut target = conn.clone();
+    if let Some(host) = &args.target_host {
+        target.host = Some(host.clone());
+    }
+    if let Some(port) = args.target_port {
+        target.port = Some(port);
+    }
+    let conn = ConnParams::resolve(&target)?;
+    let jobs = args.jobs.unwrap_or_else(cores);
+    if jobs == 0 {
+        return Err(Error::Usage("--jobs must be at least 1".into()));
+    }
+    let store = super::location::backup_location_with_identities(
+        args.repo.as_deref(),
+        Path::new(&args.backup),
+        &args.keys,
+    )?;
+    let opts = DrillOptions {
+        backup: store,
+        scratch_name: args.scratch_name.clone(),
+        keep_scratch: args.keep_scratch,
+        jobs,
+        work_dir: args.work_dir.clone(),
+    };
+    let progress = reporter(args.quiet);
+    let outcomes = if dbbackup::cluster::is_cluster_backup(&opts.backup) {
+        drill_cluster(&conn, &opts, progress, cancel).await
+    } else {
+        drill_database(&conn, &opts, progress, cancel)
+            .await
+            .map(|o| vec![o])
+    };
+    let result = outcomes.and_then(|o| report(&o, args.quiet));
+    // The drill's record is in the backup by now: the metrics file shows it.
+    super::repo::after_backup(&args.metrics, args.repo.as_deref(), &opts.backup, result)
+}
+
+fn report(outcomes: &[DrillOutcome], quiet: bool) -> Result<()> {
+    let mut failed = Vec::new();
+    for o in outcomes {
+        match (&o.stored, o.record.passed) {
+            (Ok(where_), true) => {
+                println!("{}", o.summary());
+                if !quiet {
+                    println!("  recorded in {where_}");
+                }
+            }
+            (Ok(_), false) => failed.push(o.summary()),
+            (Err(why), _) => failed.push(format!(
+                "{}\nthe drill's record could not be written: {why}",
+                o.summary()
+            )),
+        }
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::DrillFailed(failed.join("\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backup_location;
+
+    #[test]
+    fn backups_are_found_inside_the_repository() {
+        assert_eq!(backup_location(None, "x/y"), "x/y");
+        assert_eq!(backup_location(Some("/repo/"), "shop/1"), "/repo/shop/1");
+        assert_eq!(backup_location(Some("/repo"), "/elsewhere"), "/elsewhere");
+        assert_eq!(backup_location(Some("s3://b/p"), "shop"), "s3://b/p/shop");
+    }
+}
