@@ -460,12 +460,12 @@ mod tests {
         };
         let a = single("backup single db");
         assert_eq!(a.dump.compress_level, Some(3));
-        assert_eq!(a.out, PathBuf::from("/from/file"));
+        assert_eq!(a.out, Some(PathBuf::from("/from/file")));
         assert_eq!(a.dump.recipient, ["a", "b"]);
         let a = single("backup single db --compress-level 9 --recipient c --out /flag");
         assert_eq!(a.dump.compress_level, Some(9));
         assert_eq!(a.dump.recipient, ["c"]);
-        assert_eq!(a.out, PathBuf::from("/flag"));
+        assert_eq!(a.out, Some(PathBuf::from("/flag")));
         match parse(file, "backup cluster --out x").unwrap().command {
             Sub::Backup(BackupCommand::Cluster(a)) => assert_eq!(a.dump.compress_level, Some(2)),
             other => panic!("{other:?}"),

@@ -77,16 +77,3 @@ fn report(outcomes: &[DrillOutcome], quiet: bool) -> Result<()> {
     }
     Err(Error::DrillFailed(failed.join("\n")))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::backup_location;
-
-    #[test]
-    fn backups_are_found_inside_the_repository() {
-        assert_eq!(backup_location(None, "x/y"), "x/y");
-        assert_eq!(backup_location(Some("/repo/"), "shop/1"), "/repo/shop/1");
-        assert_eq!(backup_location(Some("/repo"), "/elsewhere"), "/elsewhere");
-        assert_eq!(backup_location(Some("s3://b/p"), "shop"), "s3://b/p/shop");
-    }
-}
