@@ -21,11 +21,12 @@ use crate::source::plan::plan_units;
 use crate::source::probe::{probe, Probe};
 use crate::storage::lock::DirLock;
 
-use super::budget::{Budget, Wanted};
+use super::budget;
 use super::options::{options_record, prepare_out_dir, BackupOptions};
 use super::probe::with_client_tools;
 use super::sessions::{cancellable, Sessions};
 use super::workers::{run_jobs, JobsCtx};
+use crate::memory::Wanted;
 
 /// Backs up `dbname` natively into `opts.out` (or continues the backup there with
 /// `opts.resume`). On failure or cancellation the running statements are cancelled, children
@@ -57,7 +58,7 @@ pub async fn backup_native(
     cancel: CancellationToken,
 ) -> Result<Manifest> {
     // Decided before anything is created: a configuration that cannot fit is refused whole.
-    let budget = Budget::native(
+    let budget = budget::native(
         opts.memory_limit,
         opts.backups_at_once,
         Wanted {
@@ -143,7 +144,7 @@ async fn backup_locked(
     conn: &ConnParams,
     dbname: &str,
     opts: &BackupOptions,
-    budget: &Budget,
+    budget: &crate::memory::Budget,
     strategy: Strategy,
     progress: Arc<dyn Progress>,
     cancel: &CancellationToken,

@@ -35,7 +35,8 @@ use crate::format::manifest::{
 use crate::format::stream::{stream_prefix, RotatingChunkSink, IO_BUF, STREAM_DIR};
 use crate::progress::Progress;
 
-use super::budget::{Budget, Wanted};
+use super::budget;
+use crate::memory::Wanted;
 use crate::source::child::supervise;
 use crate::source::child::Child;
 use crate::source::conn::dbname_conninfo;
@@ -197,7 +198,7 @@ pub async fn backup_stream(
             ))
         }
     };
-    let budget = Budget::stream(
+    let budget = budget::stream(
         opts.memory_limit,
         opts.backups_at_once,
         Wanted {

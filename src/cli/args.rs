@@ -79,12 +79,7 @@ pub struct SingleArgs {
     /// Database to back up
     pub dbname: String,
     /// Output directory (created 0700; must be empty or absent)
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "repo",
-        conflicts_with = "repo"
-    )]
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
     pub out: Option<PathBuf>,
     /// Back up into the repository LOCATION (a directory or s3://BUCKET/PREFIX), in
     /// LOCATION/DATABASE/<UTC start time, e.g. 20261129T020000Z>/. With --resume: continue
@@ -329,12 +324,7 @@ pub struct DrillArgs {
 pub struct ClusterArgs {
     /// Output directory (created 0700; must be empty or absent): DIR/manifest.json (the
     /// cluster manifest), DIR/globals/, one directory per database
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "repo",
-        conflicts_with = "repo"
-    )]
+    #[arg(long, value_name = "DIR", conflicts_with = "repo")]
     pub out: Option<PathBuf>,
     /// Back up into the repository LOCATION (a directory or s3://BUCKET/PREFIX), in
     /// LOCATION/cluster/<UTC start time, e.g. 20261129T020000Z>/. With --resume: continue the
@@ -546,9 +536,15 @@ mod tests {
         let parse = |args: &str| Cli::try_parse_from(args.split_whitespace());
         assert!(parse("dbbackup backup single db --out /x").is_ok());
         assert!(parse("dbbackup backup single db --repo /x").is_ok());
-        assert!(parse("dbbackup backup single db").is_err());
         assert!(parse("dbbackup backup single db --out /x --repo /y").is_err());
         assert!(parse("dbbackup backup cluster --repo s3://b/p").is_ok());
-        assert!(parse("dbbackup backup cluster").is_err());
+        // Neither: parsed (the config file may give one), refused by location::new_backup.
+        assert!(parse("dbbackup backup cluster").is_ok());
+        let neither = crate::cli::location::new_backup(None, None, Some("db"), false);
+        let message = neither.unwrap_err().to_string();
+        assert!(
+            message.contains("required") && message.contains("--out <DIR>"),
+            "{message}"
+        );
     }
 }

@@ -42,8 +42,16 @@ pub fn new_backup(
     resume: bool,
 ) -> Result<Store> {
     let (Some(repo), None) = (repo, out) else {
-        // clap allows exactly one of them.
-        return open(out.expect("--out or --repo"));
+        // clap refuses both on the command line; from the config file one of them may come,
+        // and the command line's wins.
+        return match out {
+            Some(out) => open(out),
+            None => Err(Error::Usage(
+                "the following required arguments were not provided: --out <DIR> or --repo \
+                 <LOCATION> (see --help)"
+                    .into(),
+            )),
+        };
     };
     let repo_store = open_repo(repo)?;
     let name = database.unwrap_or(layout::CLUSTER);

@@ -53,13 +53,15 @@ mod tests {
 
     #[test]
     fn names_the_missing_arguments() {
+        // --out/--repo may come from the config file: that one is checked after it is read
+        // (cli::location::new_backup), with the same wording.
         assert_eq!(
-            error("backup single mydb"),
-            "the following required arguments were not provided: --out <DIR>"
+            error("backup single --out x"),
+            "the following required arguments were not provided: <DBNAME>"
         );
         assert_eq!(
-            error("backup single"),
-            "the following required arguments were not provided: --out <DIR>, <DBNAME>"
+            error("list"),
+            "the following required arguments were not provided: --repo <LOCATION>"
         );
     }
 

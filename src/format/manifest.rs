@@ -238,23 +238,7 @@ pub struct OptionsRecord {
     pub recipients: Vec<String>,
 }
 
-/// What `--memory-limit` allowed and what the run used.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct MemoryRecord {
-    /// `None` for `--memory-limit 0` (no limit).
-    pub limit_bytes: Option<u64>,
-    /// What the plan holds at most, the process's allowance included.
-    pub planned_bytes: u64,
-    /// COPY workers (native) or the stream's compressor threads' count.
-    pub workers: usize,
-    pub compressor_threads: usize,
-    /// Object stores: parts of one object uploading at once.
-    pub parts_in_flight: usize,
-    /// Peak resident set size of dbbackup itself during the run (`getrusage`).
-    pub peak_rss_bytes: u64,
-    /// The largest peak among its child programs (pg_dump); not counted against the limit.
-    pub children_peak_rss_bytes: u64,
-}
+pub use crate::memory::MemoryRecord;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct Totals {
