@@ -242,3 +242,46 @@ fn a_file_that_is_not_toml_names_its_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
 }
+
+/// What a nightly job runs: `backup single DB` and `expire`, everything else from the file:
+/// the repository, the memory limit and the retention.
+#[test]
+fn a_nightly_job_needs_only_the_database_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let config = write(
+        tmp.path(),
+        "nightly.toml",
+        &format!(
+            "repo = {:?}\nmemory-limit = \"64MiB\"\n\n[backup]\nformat = \"native\"\n\n\
+             [expire]\nkeep-last = 1\n",
+            repo.to_str().unwrap()
+        ),
+    );
+    for day in ["2026-11-27T02:00:00Z", "2026-11-28T02:00:00Z"] {
+        run_ok(
+            dbbackup_no_default(tmp.path())
+                .env("DBBACKUP_TEST_NOW", day)
+                .arg("--config")
+                .arg(&config)
+                .args(["backup", "single", source_db(), "--quiet"]),
+        );
+    }
+    let db_dir = repo.join(source_db());
+    let newest = db_dir.join("20261128T020000Z");
+    let m = manifest_json(&newest);
+    assert_eq!(m["memory"]["limit_bytes"], 64 * 1024 * 1024);
+    assert_eq!(std::fs::read_dir(&db_dir).unwrap().count(), 2);
+    run_ok(
+        dbbackup_no_default(tmp.path())
+            .env("DBBACKUP_TEST_NOW", "2026-11-28T03:00:00Z")
+            .arg("--config")
+            .arg(&config)
+            .arg("expire"),
+    );
+    let left: Vec<_> = std::fs::read_dir(&db_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["20261128T020000Z"], "keep-last 1 from the file");
+}
