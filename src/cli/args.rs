@@ -270,6 +270,11 @@ pub struct RestoreArgs {
     /// objects of the backup that already exist in the target
     #[arg(long)]
     pub clean: bool,
+    /// Memory ceiling of dbbackup itself (0: none): loaders and their decoders' windows are
+    /// derived from it; a --jobs that cannot fit is refused with the figures, the default
+    /// shrinks to fit. pg_restore/psql are child programs, reported apart
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub memory_limit: u64,
     /// Parallel loaders (default: number of CPU cores)
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -308,6 +313,11 @@ pub struct DrillArgs {
     /// when the drill fails
     #[arg(long)]
     pub keep_scratch: bool,
+    /// Memory ceiling of dbbackup itself (0: none): loaders and their decoders' windows are
+    /// derived from it; a --jobs that cannot fit is refused with the figures, the default
+    /// shrinks to fit. pg_restore/psql are child programs, reported apart
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub memory_limit: u64,
     /// Parallel loaders (default: number of CPU cores)
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,

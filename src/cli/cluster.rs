@@ -187,6 +187,8 @@ pub async fn restore_cluster(
     }
     let started = Instant::now();
     let opts = ClusterRestoreOptions {
+        memory_limit: dbbackup::memory::limit_from(args.memory_limit),
+        jobs_explicit: args.jobs.is_some(),
         dir: store,
         databases: args.database.clone(),
         clean: args.clean,

@@ -177,6 +177,8 @@ pub async fn restore(
         return Err(Error::Usage("--jobs must be at least 1".into()));
     }
     let opts = RestoreOptions {
+        memory_limit: dbbackup::memory::limit_from(args.memory_limit),
+        jobs_explicit: args.jobs.is_some(),
         dir: store,
         target,
         create: args.create,
@@ -205,6 +207,9 @@ pub async fn restore(
                 .map(|(name, secs)| format!("{name} {secs:.1}s"))
                 .collect();
             println!("  phases: {}", phases.join(", "));
+        }
+        if let Some(line) = memory_summary(s.memory.as_ref()) {
+            println!("{line}");
         }
     }
     Ok(())

@@ -36,6 +36,8 @@ pub async fn drill(
         &args.keys,
     )?;
     let opts = DrillOptions {
+        memory_limit: dbbackup::memory::limit_from(args.memory_limit),
+        jobs_explicit: args.jobs.is_some(),
         backup: store,
         scratch_name: args.scratch_name.clone(),
         keep_scratch: args.keep_scratch,

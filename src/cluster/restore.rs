@@ -33,6 +33,9 @@ pub struct ClusterRestoreOptions {
     pub clean: bool,
     pub jobs: usize,
     pub work_dir: Option<PathBuf>,
+    /// `--memory-limit` (one database restores at a time, so each gets all of it).
+    pub memory_limit: Option<u64>,
+    pub jobs_explicit: bool,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +173,8 @@ pub async fn restore_cluster(
             clean: opts.clean,
             jobs: opts.jobs,
             work_dir: opts.work_dir.clone(),
+            memory_limit: opts.memory_limit,
+            jobs_explicit: opts.jobs_explicit,
         };
         let r = restore_database(conn, &ropts, progress.clone(), cancel.clone()).await;
         let outcome = DbRestoreOutcome {

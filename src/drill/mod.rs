@@ -47,6 +47,10 @@ pub struct DrillOptions {
     pub jobs: usize,
     /// Where pg_restore's seekable archive goes (custom-format backups), as for restore.
     pub work_dir: Option<PathBuf>,
+    /// The restore's `--memory-limit`.
+    pub memory_limit: Option<u64>,
+    /// `jobs` was given by the user (refused, not shrunk, when it does not fit the limit).
+    pub jobs_explicit: bool,
 }
 
 /// One drill's result.
@@ -127,6 +131,8 @@ pub async fn drill_database(
         clean: false,
         jobs: opts.jobs.max(1),
         work_dir: opts.work_dir.clone(),
+        memory_limit: opts.memory_limit,
+        jobs_explicit: opts.jobs_explicit,
     };
     let mut differences = Vec::new();
     let mut counted = (0, 0, 0, 0);

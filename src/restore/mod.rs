@@ -14,6 +14,7 @@
 //! pg_restore sections and sequences are `schema.rs`, the data `load.rs`, and backups made by
 //! pg_dump (plain/custom) are restored by [`stream`].
 
+pub mod budget;
 mod load;
 mod options;
 mod schema;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::format::check::{verify_chunk, Payload};
 use crate::format::manifest::{Manifest, Status, StrategyKind};
+use crate::memory::Wanted;
 use crate::progress::Progress;
 use crate::source::conn::ConnParams;
 
@@ -55,22 +57,30 @@ pub async fn restore_database(
                 .unwrap_or_default()
         )));
     }
+    let budget = budget::plan(
+        opts.memory_limit,
+        Wanted {
+            workers: opts.jobs,
+            explicit: opts.jobs_explicit,
+            flag: "--jobs",
+        },
+        &manifest,
+        &opts.dir,
+    )?;
+    progress.note(&budget.line());
     // The maintenance database cannot be dropped and recreated over the connection that would
     // do it (a cluster restore meets "postgres" this way). Like pg_dumpall, restore into it as
     // it stands: empty, or cleaned object by object with --clean; its properties still apply.
     let reuse = opts.create && opts.target == conn.maintenance_db;
-    let owned;
-    let opts = if reuse {
-        owned = RestoreOptions {
-            create: false,
-            ..opts.clone()
-        };
-        &owned
-    } else {
-        opts
+    let native = manifest.strategy.kind == StrategyKind::Native;
+    let opts = &RestoreOptions {
+        create: opts.create && !reuse,
+        // pg_restore's --jobs are child processes: only our own loaders are budgeted.
+        jobs: if native { budget.workers } else { opts.jobs },
+        ..opts.clone()
     };
     if manifest.strategy.kind != StrategyKind::Native {
-        let s =
+        let mut s =
             crate::restore::stream::restore_stream(conn, opts, &manifest, progress, cancel).await?;
         if reuse {
             crate::source::dbprops::apply_database_properties(
@@ -80,6 +90,7 @@ pub async fn restore_database(
             )
             .await?;
         }
+        s.memory = Some(budget.record());
         return Ok(s);
     }
     let mut summary = RestoreSummary::default();
@@ -173,5 +184,6 @@ pub async fn restore_database(
             .await?;
     }
     summary.tables = manifest.tables.len() as u64;
+    summary.memory = Some(budget.record());
     Ok(summary)
 }

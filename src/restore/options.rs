@@ -12,6 +12,10 @@ pub struct RestoreOptions {
     /// Plain/custom backups: where `pg_restore --jobs` gets its decompressed archive
     /// (default: beside the backup directory).
     pub work_dir: Option<PathBuf>,
+    /// `--memory-limit`; `None` for no limit. See [`super::budget`].
+    pub memory_limit: Option<u64>,
+    /// `jobs` was chosen by the user: refused, not shrunk, when it does not fit.
+    pub jobs_explicit: bool,
 }
 
 #[derive(Debug, Default)]
@@ -23,4 +27,6 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
     /// Seconds spent in each phase, in order: where a restore's time goes.
     pub phases: Vec<(&'static str, f64)>,
+    /// The memory plan and the peaks measured at the end.
+    pub memory: Option<crate::memory::MemoryRecord>,
 }
