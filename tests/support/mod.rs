@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod gate;
+pub mod measure;
 pub mod s3;
 
 use std::collections::{BTreeMap, BTreeSet};
