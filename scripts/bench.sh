@@ -13,6 +13,8 @@
 #   BENCH_SCALE=S    pgbench scale of `bench` (default 60, ~0.9 GB); the rest
 #                    of the data set shrinks in proportion (see below)
 #   DBBACKUP=PATH    dbbackup binary to use instead of `cargo build --release`
+#   DBBACKUP_BEFORE=PATH  an older dbbackup binary: its native backups of bench
+#                    and bench_big are measured in the same run (before/after)
 #
 # Data set (built by this script):
 #   bench        pgbench -i -s S; table blobs(id, data bytea) of 64 KiB-1 MiB
@@ -20,6 +22,8 @@
 #                (md5 bytes, incompressible), half repeat() (compressible);
 #                5*S tables small_NNN of 100 rows each (300 at S=60)
 #   bench_small  pgbench -i -s max(1, S/20) (3 at S=60, ~50 MB)
+#   bench_big    three bytea values of 5*S MB each (300 MB at S=60), repetitive
+#                content, STORAGE EXTERNAL: rows far larger than any buffer
 #
 # Measurements, each run once after a warm-up pass (SELECT count(*) over
 # every table and TOAST table of the source) and a CHECKPOINT:
@@ -30,7 +34,9 @@
 #   its restore through a local SeaweedFS S3 server (s3://bench/...) beside
 #   the directory runs above (wall, peak RSS, bytes sent = stored bytes);
 #   and the native backup again, encrypted to one age recipient (--recipient),
-#   and its restore, beside the unencrypted ones.
+#   and its restore, beside the unencrypted ones; then memory: bench and
+#   bench_big backed up and restored at the default --memory-limit (128MiB)
+#   and at 64MiB, beside pg_dump -Fc / pg_restore of bench_big.
 # Columns: wall seconds; client CPU (user+sys of the measured command and
 # its children, GNU time); server CPU (user+sys of the postgres processes
 # over the same interval, from /proc); peak RSS of the largest process of
@@ -94,6 +100,7 @@ if [[ -z ${DBBACKUP:-} ]]; then
 	fi
 	DBBACKUP=${CARGO_TARGET_DIR:-$ROOT/target}/release/dbbackup
 fi
+if [[ -n ${DBBACKUP_BEFORE:-} && $DBBACKUP_BEFORE != /* ]]; then DBBACKUP_BEFORE=$PWD/$DBBACKUP_BEFORE; fi
 if ((DBB_OK)) && [[ ! -x $DBBACKUP ]]; then
 	log "WARNING: no executable $DBBACKUP: dbbackup rows will be n/a"
 	DBB_OK=0
@@ -184,6 +191,22 @@ for db in bench_restore_dbb bench_restore_pgd; do dropdb --if-exists "$db"; done
 db_size() { qv -d postgres -c "SELECT pg_database_size('$1')"; }
 BENCH_BYTES=$(db_size bench)
 SMALL_BYTES=$(db_size bench_small)
+
+BIG_MB=$((SCALE * 5))
+if [[ $(qv -d postgres -c "SELECT count(*) FROM pg_database WHERE datname = 'bench_big'") != 1 ||
+	$(cat "$PGDIR/dataset_big" 2>/dev/null) != "$BIG_MB" ]]; then
+	log "bench_big: three bytea values of $BIG_MB MB"
+	dropdb --if-exists bench_big
+	createdb bench_big
+	q -d bench_big <<SQL
+CREATE TABLE big (id int PRIMARY KEY, data bytea);
+ALTER TABLE big ALTER COLUMN data SET STORAGE EXTERNAL;
+INSERT INTO big SELECT i, convert_to(repeat(md5(i::text), $BIG_MB * 1000 * 1000 / 32), 'UTF8')
+  FROM generate_series(1, 3) i;
+SQL
+	q -d bench_big -c 'VACUUM ANALYZE'
+	printf '%s\n' "$BIG_MB" >"$PGDIR/dataset_big"
+fi
 
 # ----------------------------------------------------------------- helpers
 # Warm the page cache: count(*) of every table, matview and TOAST table.
@@ -349,6 +372,50 @@ measure dbb_s3_restore s3 "dbbackup restore -j$N from S3" - - \
 if ok dbb_s3_restore; then check_restore bench bench_restore_s3; fi
 dropdb --if-exists bench_restore_s3
 
+# Memory: the default limit (128MiB) is what the main section ran with.
+if [[ -n ${DBBACKUP_BEFORE:-} ]]; then
+	measure dbb_before memory "dbbackup BEFORE backup native -j$N" bench "$OUT/dbb-before" \
+		"$DBBACKUP_BEFORE" backup single bench --out "$OUT/dbb-before" --parallel-tables "$N" --quiet
+fi
+measure dbb_mem64 memory "dbbackup backup -j$N --memory-limit 64MiB" bench "$OUT/dbb-mem64" \
+	"$DBBACKUP" backup single bench --out "$OUT/dbb-mem64" --parallel-tables "$N" --memory-limit 64MiB --quiet
+measure dbb_mem64_restore memory "dbbackup restore -j$N --memory-limit 64MiB" - - \
+	"$DBBACKUP" restore "$OUT/dbb-mem64" --dbname bench_restore_mem --create --jobs "$N" --memory-limit 64MiB --quiet
+if ok dbb_mem64_restore; then check_restore bench bench_restore_mem; fi
+dropdb --if-exists bench_restore_mem
+
+# bench_big: rows of BIG_MB each, four workers (more than the cores: the ceiling must hold).
+big_check() { qv -d "$1" -c "SELECT string_agg(id || ':' || md5(data), ',' ORDER BY id) FROM big"; }
+BIG_SUM=$(big_check bench_big)
+big_restored() {
+	if [[ $(big_check "$1" 2>&1) == "$BIG_SUM" ]]; then log "restore check $1: ok"; else
+		log "restore check $1: MISMATCH"
+		MAIN_FAILED=1
+	fi
+	dropdb --if-exists "$1"
+}
+if [[ -n ${DBBACKUP_BEFORE:-} ]]; then
+	measure dbb_big_before memory "dbbackup BEFORE backup bench_big -j4" bench_big "$OUT/dbb-big-before" \
+		"$DBBACKUP_BEFORE" backup single bench_big --out "$OUT/dbb-big-before" --format native --parallel-tables 4 --quiet
+fi
+measure dbb_big memory "dbbackup backup bench_big -j4" bench_big "$OUT/dbb-big" \
+	"$DBBACKUP" backup single bench_big --out "$OUT/dbb-big" --format native --parallel-tables 4 --quiet
+measure dbb_big64 memory "dbbackup backup bench_big -j4 --memory-limit 64MiB" bench_big "$OUT/dbb-big64" \
+	"$DBBACKUP" backup single bench_big --out "$OUT/dbb-big64" --format native --parallel-tables 4 --memory-limit 64MiB --quiet
+measure dbb_big_restore memory "dbbackup restore bench_big -j4" - - \
+	"$DBBACKUP" restore "$OUT/dbb-big" --dbname bench_restore_big --create --jobs 4 --quiet
+if ok dbb_big_restore; then big_restored bench_restore_big; fi
+measure dbb_big64_restore memory "dbbackup restore bench_big -j4 --memory-limit 64MiB" - - \
+	"$DBBACKUP" restore "$OUT/dbb-big64" --dbname bench_restore_big --create --jobs 4 --memory-limit 64MiB --quiet
+if ok dbb_big64_restore; then big_restored bench_restore_big; fi
+measure pgd_big memory "pg_dump -Fc -Z6 bench_big" bench_big "$OUT/pgdump-big.custom" \
+	pg_dump -Fc -Z 6 -f "$OUT/pgdump-big.custom" bench_big
+createdb bench_restore_big
+measure pgr_big memory "pg_restore bench_big" - - \
+	pg_restore -d bench_restore_big "$OUT/pgdump-big.custom"
+if ok pgr_big; then big_restored bench_restore_big; fi
+dropdb --if-exists bench_restore_big
+
 # ----------------------------------------------------------------- report
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
@@ -431,6 +498,19 @@ header() {
 		printf '%-62s %s MiB\n' "peak RSS: S3 backup - directory backup" \
 			"$(mib $(((R_RSS[dbb_s3_backup] - R_RSS[dbb_backup]) * 1024)))"
 	fi
+
+	printf '\n-- memory (bench_big: three %s MB bytea values) --\n' "$BIG_MB"
+	header
+	for id in dbb_before dbb_backup dbb_mem64 dbb_restore dbb_mem64_restore \
+		dbb_big_before dbb_big dbb_big64 dbb_big_restore dbb_big64_restore pgd_big pgr_big; do
+		if [[ -n ${R_LABEL[$id]:-} ]]; then row "$id"; fi
+	done
+	printf '%-62s %s\n' \
+		"backup wall: before / after (bench, same run)" "$(ratio dbb_before dbb_backup R_WALL)" \
+		"backup wall: 128MiB / 64MiB limit (bench)" "$(ratio dbb_backup dbb_mem64 R_WALL)" \
+		"peak RSS: bench_big backup before / after" "$(ratio dbb_big_before dbb_big R_RSS)" \
+		"peak RSS: pg_dump -Fc / dbbackup 64MiB (bench_big)" "$(ratio pgd_big dbb_big64 R_RSS)" \
+		"peak RSS: pg_restore / dbbackup restore 64MiB (bench_big)" "$(ratio pgr_big dbb_big64_restore R_RSS)"
 } | tee "$REPORT"
 
 {
