@@ -24,13 +24,30 @@ pub async fn backup_cluster(
     let opts = super::resolve::cluster(&args)?;
     let progress: Arc<dyn Progress> = reporter(args.quiet);
     let result = dbbackup::cluster::backup_cluster(conn, &opts, progress, cancel).await;
-    let result = result.and_then(|m| summarize_backup(&m, &opts.out));
+    let result = result.and_then(|m| summarize_backup(&m, &opts.out, opts.db.memory_limit));
     super::repo::after_backup(&args.metrics, args.repo.as_deref(), &opts.out, result)
 }
 
 /// The summary table; an error naming every part that failed unless all went well.
-fn summarize_backup(m: &ClusterManifest, out: &dbbackup::storage::Store) -> Result<()> {
+fn summarize_backup(
+    m: &ClusterManifest,
+    out: &dbbackup::storage::Store,
+    memory_limit: Option<u64>,
+) -> Result<()> {
     print_backup_summary(m, out);
+    // The whole run's peak: every database's backup ran in this process.
+    let whole_run = dbbackup::memory::MemoryRecord {
+        limit_bytes: memory_limit,
+        planned_bytes: 0,
+        workers: 0,
+        compressor_threads: 0,
+        parts_in_flight: 0,
+        peak_rss_bytes: dbbackup::memory::peak_rss_bytes(),
+        children_peak_rss_bytes: dbbackup::memory::children_peak_rss_bytes(),
+    };
+    if let Some(line) = super::commands::memory_summary(Some(&whole_run)) {
+        println!("{line}");
+    }
     if m.status == Status::Complete {
         return Ok(());
     }

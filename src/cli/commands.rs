@@ -108,10 +108,14 @@ pub fn memory_summary(record: Option<&dbbackup::format::manifest::MemoryRecord>)
     } else {
         String::new()
     };
+    let planned = if r.planned_bytes > 0 {
+        format!(" (planned {})", mib(r.planned_bytes))
+    } else {
+        String::new()
+    };
     Some(format!(
-        "memory: peak RSS {} {limit} (planned {}){children}",
+        "memory: peak RSS {} {limit}{planned}{children}",
         mib(r.peak_rss_bytes),
-        mib(r.planned_bytes)
     ))
 }
 
