@@ -1,9 +1,11 @@
-//! The probe as a backup uses it: the catalog probe in a short transaction, the client tools
-//! chosen for the server, and the record of both in the manifest.
+//! The probe as a backup uses it: the catalog probe in a short transaction (with the search for
+//! values too large for pg_dump), the client tools chosen for the server, and the record of
+//! them in the manifest.
 
 use crate::error::{Error, Result};
-use crate::progress::human_bytes;
+use crate::progress::{human_bytes, Progress};
 use crate::source::conn::ConnParams;
+use crate::source::large_values::{self, LargeValue, LARGE_VALUE_LIMIT};
 use crate::source::probe::{probe, Probe};
 
 /// At most this many tables are listed (largest first) in the manifest's probe record.
@@ -16,6 +18,16 @@ pub struct ProbeResult {
     pub pg_dump_version_num: i32,
     /// The client tools chosen for the server, and why ([`pgtools`](crate::source::pgtools)).
     pub client_tools: String,
+    /// What the search for values too large for pg_dump found; `None` when it did not run
+    /// (the native engine's own probe, which does not need it).
+    pub large_values: Option<LargeValueCheck>,
+}
+
+/// The result of [`large_values`]: how many tables could hold such a value, and the values over
+/// the limit in the first table found with any.
+pub struct LargeValueCheck {
+    pub candidate_tables: usize,
+    pub over_limit: Vec<LargeValue>,
 }
 
 /// Chooses the client tools for the probed server ([`crate::source::pgtools`]) and refuses a
@@ -33,6 +45,7 @@ pub fn with_client_tools(probe: Probe) -> Result<ProbeResult> {
         pg_dump_version: tools.version.clone(),
         pg_dump_version_num: tools.version_num,
         client_tools: tools.describe(),
+        large_values: None,
     })
 }
 
@@ -70,6 +83,16 @@ impl ProbeResult {
             serde_json::json!(p.tables.iter().map(|t| t.row_estimate).sum::<i64>()),
         );
         obj.insert("largest_tables".into(), serde_json::Value::Array(listed));
+        // Only plain/custom manifests carry it, and those only exist when nothing was over.
+        if let Some(check) = &self.large_values {
+            obj.insert(
+                "large_values".into(),
+                serde_json::json!({
+                    "limit_bytes": LARGE_VALUE_LIMIT,
+                    "candidate_tables": check.candidate_tables,
+                }),
+            );
+        }
         if p.tables.len() > PROBE_TABLES_LISTED {
             obj.insert(
                 "largest_tables_note".into(),
@@ -115,12 +138,15 @@ pub fn check_pg_dump_version(
     Ok(())
 }
 
-/// Runs the probe in a short REPEATABLE READ transaction and checks the local pg_dump.
+/// Runs the probe of the pg_dump strategies in a short REPEATABLE READ transaction, with the
+/// search for values too large for pg_dump's text output ([`large_values`]: catalog, then one
+/// heap pass per table that can hold one), and checks the local pg_dump.
 pub async fn run_probe(
     conn: &ConnParams,
     dbname: &str,
     lock_timeout: std::time::Duration,
     sessions: &crate::backup::Sessions,
+    progress: &dyn Progress,
 ) -> Result<ProbeResult> {
     let session = conn.connect(dbname).await?;
     sessions.add(session.cancel.clone());
@@ -130,9 +156,25 @@ pub async fn run_probe(
         .await
         .map_err(|e| Error::query("starting the probe transaction", e))?;
     let found = probe(client, dbname, lock_timeout).await?;
+    let candidates = large_values::candidates(client, &found.tables).await?;
+    if !candidates.is_empty() {
+        progress.note(&format!(
+            "probe of {dbname}: {} table(s) can hold values over {} MiB (TOAST of {} or more); reading their heap ({}) for the sizes",
+            candidates.len(),
+            LARGE_VALUE_LIMIT >> 20,
+            human_bytes(large_values::MIN_TOAST_BYTES),
+            human_bytes(candidates.iter().map(|c| c.heap_bytes).sum())
+        ));
+    }
+    let over_limit = large_values::measure(client, &candidates).await?;
     client
         .batch_execute("COMMIT")
         .await
         .map_err(|e| Error::query("ending the probe transaction", e))?;
-    with_client_tools(found)
+    let mut result = with_client_tools(found)?;
+    result.large_values = Some(LargeValueCheck {
+        candidate_tables: candidates.len(),
+        over_limit,
+    });
+    Ok(result)
 }

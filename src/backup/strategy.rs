@@ -4,14 +4,22 @@
 //! The auto rule (`--format auto`, the default), documented in `--help` and the README:
 //!
 //! 1. `--parallel-tables N` with N > 1 given explicitly → **native**: the parallel path;
-//! 2. otherwise, `pg_database_size` below `--plain-threshold` (default 5 GiB) → **custom**:
+//! 2. otherwise, a value over 500 MiB in some table ([`crate::source::large_values`]) →
+//!    **native**: pg_dump's text output cannot carry it (binary COPY can);
+//! 3. otherwise, `pg_database_size` below `--plain-threshold` (default 5 GiB) → **custom**:
 //!    pg_restore keeps its selective (`-L`/`-n`/`-t`) and parallel (`-j`) restore;
-//! 3. otherwise (at or above the threshold) → **plain**: one SQL stream, without custom
+//! 4. otherwise (at or above the threshold) → **plain**: one SQL stream, without custom
 //!    format's per-object framing.
+//!
+//! An explicit `--format plain|custom` on a database with such a value is refused before
+//! pg_dump starts and before anything is written (exit 1: the command line is fine, the data
+//! is what this format cannot carry), naming the table and column.
 //!
 //! The probe runs in a short REPEATABLE READ transaction before anything is written; it refuses
 //! a local pg_dump older than the server. Its findings and the decision, with the reason in
-//! words, are printed and recorded in the manifest (`probe`, `strategy`).
+//! words, are printed and recorded in the manifest (`probe`, `strategy`). When native is chosen
+//! without looking at sizes (rule 1, `--format native`) there is no such probe: the engine's own
+//! probe, in its snapshot, is the only one.
 
 use std::sync::Arc;
 
@@ -21,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::format::manifest::{Manifest, Strategy, StrategyKind};
 use crate::progress::Progress;
 use crate::source::conn::ConnParams;
+use crate::source::large_values::{LargeValue, LARGE_VALUE_LIMIT};
 
 use super::native::{backup_database, backup_native};
 use super::options::BackupOptions;
@@ -50,8 +59,26 @@ pub struct StrategyOptions {
     pub plain_threshold: u64,
 }
 
-/// Applies `--format` and the auto rule to the probed database size.
-pub fn decide(opts: &StrategyOptions, database_size: u64) -> Strategy {
+/// Applies `--format` and the auto rule to what the probe found: the database size and the
+/// values too large for pg_dump (`too_large`, empty when none or not looked for). Refuses an
+/// explicit plain/custom format for a database with such values.
+pub fn decide(
+    opts: &StrategyOptions,
+    dbname: &str,
+    database_size: u64,
+    too_large: &[LargeValue],
+) -> Result<Strategy> {
+    if matches!(opts.format, FormatChoice::Plain | FormatChoice::Custom) && !too_large.is_empty() {
+        return Err(Error::Refused(format!(
+            "database {dbname}: {}; pg_dump's plain/custom formats cannot carry values over {} MiB: use --format native",
+            too_large
+                .iter()
+                .map(LargeValue::describe)
+                .collect::<Vec<_>>()
+                .join(", "),
+            LARGE_VALUE_LIMIT >> 20
+        )));
+    }
     let (kind, reason) = match opts.format {
         FormatChoice::Native => (StrategyKind::Native, "--format native requested".to_string()),
         FormatChoice::Plain => (StrategyKind::Plain, "--format plain requested".to_string()),
@@ -66,6 +93,7 @@ pub fn decide(opts: &StrategyOptions, database_size: u64) -> Strategy {
                     "auto: --parallel-tables {n} was asked explicitly, so the parallel native engine"
                 ),
             ),
+            _ if !too_large.is_empty() => (StrategyKind::Native, too_large_reason(too_large)),
             _ if database_size < opts.plain_threshold => (
                 StrategyKind::Custom,
                 format!(
@@ -84,7 +112,25 @@ pub fn decide(opts: &StrategyOptions, database_size: u64) -> Strategy {
             ),
         },
     };
-    Strategy { kind, reason }
+    Ok(Strategy { kind, reason })
+}
+
+/// Auto's reason for native when pg_dump cannot carry a value: the first one named.
+fn too_large_reason(too_large: &[LargeValue]) -> String {
+    let first = &too_large[0];
+    let more = match too_large.len() {
+        1 => String::new(),
+        n => format!(" (and {} more column(s))", n - 1),
+    };
+    format!(
+        "auto: {}.{}.{} holds a value of {}{}{more}; pg_dump's text output cannot carry values over {} MiB (hex of a bytea doubles it past PostgreSQL's 1 GB limit), so the native engine (binary COPY), one table at a time (--parallel-tables N > 1 for more)",
+        first.schema,
+        first.table,
+        first.column,
+        if first.at_least { "at least " } else { "" },
+        human_bytes(first.bytes),
+        LARGE_VALUE_LIMIT >> 20
+    )
 }
 
 /// `backup single`: probe, decide, print the decision, then run the native engine or stream
@@ -119,20 +165,35 @@ pub async fn backup_with_strategy(
         FormatChoice::Plain | FormatChoice::Custom => false,
     };
     if without_probe {
-        let strategy = decide(strategy_opts, 0);
+        let strategy = decide(strategy_opts, dbname, 0, &[])?;
         return backup_native(conn, dbname, opts, strategy, progress, cancel).await;
     }
     // Cancellable like the backup itself: a timeout or Ctrl-C during a probe that waits for a
-    // lock cancels its statement on the server.
+    // lock (or reads a heap for value sizes) cancels its statement on the server.
     let sessions = Sessions::default();
     let found = cancellable(
         &cancel,
         &sessions,
-        run_probe(conn, dbname, opts.lock_timeout, &sessions),
+        run_probe(
+            conn,
+            dbname,
+            opts.lock_timeout,
+            &sessions,
+            progress.as_ref(),
+        ),
     )
     .await?;
-    let strategy = decide(strategy_opts, found.probe.database_size.max(0) as u64);
     progress.note(&found.summary_line(dbname));
+    let too_large = found
+        .large_values
+        .as_ref()
+        .map_or(&[][..], |c| &c.over_limit[..]);
+    let strategy = decide(
+        strategy_opts,
+        dbname,
+        found.probe.database_size.max(0) as u64,
+        too_large,
+    )?;
     progress.note(&format!(
         "strategy: {} ({})",
         strategy.kind.as_str(),
@@ -140,8 +201,17 @@ pub async fn backup_with_strategy(
     ));
     let probe_json = found.to_json();
     match strategy.kind {
-        // (Not reached today: decide() picks native only in the cases handled above.)
-        StrategyKind::Native => backup_native(conn, dbname, opts, strategy, progress, cancel).await,
+        // Auto, because pg_dump cannot carry a value: the engine probes again in its own
+        // snapshot (this probe's transaction has ended). With one worker, as pg_dump would have
+        // been one stream: a cluster backup budgets auto's connections that way, and parallel
+        // tables stay what --parallel-tables N > 1 asks for.
+        StrategyKind::Native => {
+            let one_worker = BackupOptions {
+                parallel_tables: 1,
+                ..opts.clone()
+            };
+            backup_native(conn, dbname, &one_worker, strategy, progress, cancel).await
+        }
         StrategyKind::Plain | StrategyKind::Custom => {
             backup_stream(
                 conn,
@@ -176,10 +246,24 @@ mod tests {
         }
     }
 
+    fn big(column: &str, mib: u64) -> LargeValue {
+        LargeValue {
+            schema: "public".into(),
+            table: "blobs".into(),
+            column: column.into(),
+            bytes: mib << 20,
+            at_least: false,
+        }
+    }
+
+    fn kind(opts: &StrategyOptions, size: u64, too_large: &[LargeValue]) -> StrategyKind {
+        decide(opts, "db", size, too_large).expect("decided").kind
+    }
+
     #[test]
     fn auto_rule() {
         let t = 1000;
-        let auto = |p, size| decide(&opts(FormatChoice::Auto, p, t), size).kind;
+        let auto = |p, size| kind(&opts(FormatChoice::Auto, p, t), size, &[]);
         assert_eq!(auto(None, 999), StrategyKind::Custom);
         assert_eq!(auto(None, 1000), StrategyKind::Plain);
         assert_eq!(auto(None, 1001), StrategyKind::Plain);
@@ -196,16 +280,70 @@ mod tests {
             (FormatChoice::Plain, StrategyKind::Plain),
             (FormatChoice::Custom, StrategyKind::Custom),
         ] {
-            assert_eq!(decide(&opts(f, Some(8), 1), 10).kind, k);
-            assert_eq!(decide(&opts(f, None, 1 << 40), 10).kind, k);
+            assert_eq!(kind(&opts(f, Some(8), 1), 10, &[]), k);
+            assert_eq!(kind(&opts(f, None, 1 << 40), 10, &[]), k);
         }
     }
 
     #[test]
     fn reasons_are_words() {
-        let s = decide(&opts(FormatChoice::Auto, None, 5 << 30), 12 << 20);
+        let s = decide(
+            &opts(FormatChoice::Auto, None, 5 << 30),
+            "db",
+            12 << 20,
+            &[],
+        )
+        .unwrap();
         assert!(s.reason.contains("12.0 MiB"), "{}", s.reason);
         assert!(s.reason.contains("5.0 GiB"), "{}", s.reason);
+    }
+
+    #[test]
+    fn auto_picks_native_for_values_pg_dump_cannot_carry() {
+        let too_large = [big("b", 612)];
+        for size in [10, 1 << 40] {
+            let s = decide(
+                &opts(FormatChoice::Auto, None, 1000),
+                "db",
+                size,
+                &too_large,
+            )
+            .unwrap();
+            assert_eq!(s.kind, StrategyKind::Native);
+            assert_eq!(
+                s.reason,
+                "auto: public.blobs.b holds a value of 612.0 MiB; pg_dump's text output cannot carry values over 500 MiB (hex of a bytea doubles it past PostgreSQL's 1 GB limit), so the native engine (binary COPY), one table at a time (--parallel-tables N > 1 for more)"
+            );
+        }
+        let two = [big("b", 612), big("c", 700)];
+        let s = decide(&opts(FormatChoice::Auto, Some(1), 1000), "db", 10, &two).unwrap();
+        assert!(
+            s.reason.contains("612.0 MiB (and 1 more column(s))"),
+            "{}",
+            s.reason
+        );
+        // Explicit parallelism keeps its own reason.
+        let s = decide(&opts(FormatChoice::Auto, Some(4), 1000), "db", 10, &two).unwrap();
+        assert!(s.reason.contains("--parallel-tables 4"), "{}", s.reason);
+    }
+
+    #[test]
+    fn explicit_plain_or_custom_refused_for_values_pg_dump_cannot_carry() {
+        for f in [FormatChoice::Plain, FormatChoice::Custom] {
+            let e = decide(&opts(f, None, 1000), "big", 10, &[big("b", 612)]).unwrap_err();
+            assert!(matches!(e, Error::Refused(_)), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "database big: table public.blobs column b holds a value of 612.0 MiB; pg_dump's plain/custom formats cannot carry values over 500 MiB: use --format native"
+            );
+        }
+        let s = decide(
+            &opts(FormatChoice::Native, None, 1000),
+            "big",
+            10,
+            &[big("b", 612)],
+        );
+        assert_eq!(s.unwrap().kind, StrategyKind::Native);
     }
 
     #[test]

@@ -126,8 +126,10 @@ pub struct DumpArgs {
     #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
     pub memory_limit: u64,
     /// Backup format (default: auto). auto: native when --parallel-tables N > 1 is given
-    /// explicitly; otherwise custom when the database (pg_database_size) is smaller than
-    /// --plain-threshold, plain when it is that size or larger
+    /// explicitly or when a table holds a value over 500 MiB (pg_dump cannot write it);
+    /// otherwise custom when the database (pg_database_size) is smaller than
+    /// --plain-threshold, plain when it is that size or larger. plain/custom are refused for a
+    /// database with a value over 500 MiB
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// --format auto: database size from which plain is chosen over custom
@@ -195,13 +197,19 @@ Formats (--format):
   auto     the default: a probe reads the database size (pg_database_size), table sizes, large
            objects and versions, then picks
              native  if --parallel-tables N with N > 1 was given explicitly (the parallel path);
+             native  if a table holds a value over 500 MiB: pg_dump writes values as text (a
+                     bytea as hex, twice its size) and PostgreSQL's 1 GB allocation limit stops
+                     it; only tables with 2 MB or more of TOAST are checked, by one pass over
+                     their heap (octet_length reads the TOAST pointer, not the value);
              custom  if the database is smaller than --plain-threshold (default 5GiB): pg_restore
                      keeps its selective and parallel restore;
              plain   otherwise: one SQL stream, without custom format's overhead.
            The decision and its reason are printed and recorded in the manifest.
   plain / custom  pg_dump -Fp / pg_dump -Fc -Z0, read from a pipe, compressed by dbbackup on
            several threads and cut into DIR/stream/pg_dump.{sql,dump}.<codec>.NNNNNN files of
-           --chunk-size stored bytes. Concatenated and decompressed they are pg_dump's output:
+           --chunk-size stored bytes; refused, naming the table and column, before pg_dump starts
+           when a value is over 500 MiB (use native). Concatenated and decompressed they are
+           pg_dump's output:
              cat DIR/stream/pg_dump.sql.zst.* | zstd -dc | psql -X -v ON_ERROR_STOP=1 -d TARGET
              cat DIR/stream/pg_dump.dump.zst.* | zstd -dc | pg_restore -d TARGET
            (gzip -dc for .gz). `dbbackup restore` does the same with checksums verified.";

@@ -67,6 +67,10 @@ fn connections_per_database(
     if native {
         // Workers, the coordinator, one pg_dump.
         parallel_tables.max(1) + 2
+    } else if format == FormatChoice::Auto {
+        // A value too large for pg_dump turns auto native with one worker (see
+        // backup::strategy): coordinator + worker + pg_dump.
+        3
     } else {
         // The probe, then pg_dump.
         2

@@ -1,11 +1,13 @@
-//! The database side: connection settings and TLS, the catalog probe and the plan, the native
-//! COPY and large-object dumps with their sink into chunk files, and the PostgreSQL client tools
-//! (pg_dump, pg_restore, psql) run as children. Writes backups only through [`crate::format`].
+//! The database side: connection settings and TLS, the catalog probe and the plan, the search
+//! for values too large for pg_dump, the native COPY and large-object dumps with their sink into
+//! chunk files, and the PostgreSQL client tools (pg_dump, pg_restore, psql) run as children.
+//! Writes backups only through [`crate::format`].
 
 pub mod child;
 pub mod conn;
 pub mod copy;
 pub mod dbprops;
+pub mod large_values;
 pub mod largeobj;
 pub mod pgdump;
 pub mod pgrestore;
