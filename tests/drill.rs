@@ -195,7 +195,15 @@ fn the_comparison_fails_when_the_restore_differs_from_the_manifest() {
         serde_json::to_vec_pretty(&m).unwrap(),
     )
     .unwrap();
-    let failed = run_fail(dbbackup().arg("drill").arg(&out).arg("--quiet"));
+    // Named: drills of the same backup in the same second would share the default name.
+    let scratch = cluster().unique_db("drill_differs");
+    let failed =
+        run_fail(
+            dbbackup()
+                .arg("drill")
+                .arg(&out)
+                .args(["--scratch-name", &scratch, "--quiet"]),
+        );
     assert_eq!(failed.status.code(), Some(1));
     let stderr = text(&failed.stderr);
     assert!(
@@ -260,7 +268,14 @@ fn a_record_that_cannot_be_written_fails_the_drill_naming_why() {
     let out = backup(tmp.path());
     // A file where the drills/ directory would go.
     std::fs::write(out.join("drills"), b"in the way").unwrap();
-    let failed = run_fail(dbbackup().arg("drill").arg(&out).arg("--quiet"));
+    let scratch = cluster().unique_db("drill_unrecorded");
+    let failed =
+        run_fail(
+            dbbackup()
+                .arg("drill")
+                .arg(&out)
+                .args(["--scratch-name", &scratch, "--quiet"]),
+        );
     assert_eq!(failed.status.code(), Some(1));
     let stderr = text(&failed.stderr);
     assert!(
@@ -274,7 +289,17 @@ fn a_record_that_cannot_be_written_fails_the_drill_naming_why() {
 fn a_cluster_backup_is_drilled_database_by_database() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cluster");
-    let src = source_db();
+    // Its own database: the scratch names of a cluster drill are the default ones, which a
+    // drill of source_db() in the same second would share.
+    let c = cluster();
+    let src = c.unique_db("drill_cluster_src");
+    let src = src.as_str();
+    c.create_db(src);
+    c.psql(
+        src,
+        "CREATE TABLE t (id serial PRIMARY KEY, v text);
+         INSERT INTO t (v) SELECT 'v' || i FROM generate_series(1, 100) i;",
+    );
     run_ok(
         dbbackup()
             .args([
@@ -318,7 +343,16 @@ fn a_plain_backup_in_s3_is_drilled_and_its_record_stored_there() {
         "backup", "single", src, "--format", "plain", "--quiet", "--out", &location,
     ]));
     let drilled = support::s3::run_ok_secretless(
-        dbbackup_s3().args(["drill", &location, "--quiet", "--jobs", "2"]),
+        dbbackup_s3()
+            .args([
+                "drill",
+                &location,
+                "--quiet",
+                "--jobs",
+                "2",
+                "--scratch-name",
+            ])
+            .arg(cluster().unique_db("drill_s3")),
     );
     assert!(
         text(&drilled.stdout).contains(", 3 large objects)"),
@@ -335,4 +369,47 @@ fn a_plain_backup_in_s3_is_drilled_and_its_record_stored_there() {
     assert_eq!(r["passed"], true, "{r}");
     assert!(!database_exists(r["scratch_database"].as_str().unwrap()));
     run_ok(dbbackup_s3().args(["verify", &location]));
+}
+
+#[test]
+fn a_second_drill_of_the_same_scratch_name_is_refused_while_the_first_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = backup(tmp.path());
+    let c = cluster();
+    let scratch = c.unique_db("drill_claimed");
+    // What a running drill holds: the advisory lock on its scratch name.
+    let mut first = c.hold_session(
+        "postgres",
+        &format!(
+            "SELECT pg_advisory_lock({}, hashtext('{scratch}')); SELECT pg_sleep(600)",
+            0x6462_6472
+        ),
+    );
+    c.wait_for(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND classid = {}::oid AND objid = hashtext('{scratch}')::oid",
+            0x6462_6472
+        ),
+        "1",
+        30,
+    );
+    let refused =
+        run_fail(
+            dbbackup()
+                .arg("drill")
+                .arg(&out)
+                .args(["--scratch-name", &scratch, "--quiet"]),
+        );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("another drill is using the scratch database name"),
+        "{stderr}"
+    );
+    assert!(!database_exists(&scratch));
+    assert!(records(&out).is_empty(), "a refused drill records nothing");
 }

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::format::manifest::{quote_ident, Manifest};
 use crate::progress::Progress;
 use crate::restore::{restore_database, RestoreOptions};
-use crate::source::conn::ConnParams;
+use crate::source::conn::{ConnParams, Session};
 use crate::storage::Store;
 
 /// PostgreSQL truncates longer identifiers (NAMEDATALEN - 1).
@@ -122,7 +122,9 @@ pub async fn drill_database(
         .scratch_name
         .clone()
         .unwrap_or_else(|| scratch_name(&manifest.database.name, started));
-    refuse_existing(conn, &scratch).await?;
+    // Held until the scratch database is dropped: a second drill choosing the same name (the
+    // same backup drilled twice in one second) is refused instead of sharing, or dropping, it.
+    let claim = claim_scratch(conn, &scratch).await?;
 
     let restore = RestoreOptions {
         dir: opts.backup.clone(),
@@ -156,7 +158,7 @@ pub async fn drill_database(
         progress.note(&format!(
             "the scratch database {scratch:?} is kept (--keep-scratch)"
         ));
-    } else if let Err(e) = drop_scratch(conn, &scratch).await {
+    } else if let Err(e) = drop_scratch(&claim, &scratch).await {
         differences.push(format!(
             "the scratch database {scratch:?} could not be dropped: {e}"
         ));
@@ -260,8 +262,30 @@ fn unreadable(backup: &Store, database: &str, cluster_started: &str, e: Error) -
 
 /// A drill creates its scratch database and drops it afterwards: it must never be one that
 /// was there before.
-async fn refuse_existing(conn: &ConnParams, name: &str) -> Result<()> {
+/// Advisory-lock class of scratch-database names (the other key is the name's hash).
+const SCRATCH_LOCK_CLASS: i32 = 0x6462_6472; // "dbdr"
+
+/// Claims scratch database `name` for this drill: a session on the maintenance database that
+/// holds an advisory lock on the name (refused if another drill holds it), after checking that
+/// no such database exists (a drill restores only into a database it creates, and drops only
+/// that). The claim lasts as long as the session.
+async fn claim_scratch(conn: &ConnParams, name: &str) -> Result<Session> {
     let maint = conn.connect(&conn.maintenance_db).await?;
+    let claimed: bool = maint
+        .client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&SCRATCH_LOCK_CLASS, &name],
+        )
+        .await
+        .map_err(|e| Error::query("claiming the scratch database's name", e))?
+        .get(0);
+    if !claimed {
+        return Err(Error::Refused(format!(
+            "another drill is using the scratch database name {name:?} right now; run this one \
+             later or give it another --scratch-name"
+        )));
+    }
     let exists = maint
         .client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -273,12 +297,11 @@ async fn refuse_existing(conn: &ConnParams, name: &str) -> Result<()> {
             "database {name:?} already exists: a drill restores only into a database it creates (choose another --scratch-name, or drop it)"
         )));
     }
-    Ok(())
+    Ok(maint)
 }
 
-async fn drop_scratch(conn: &ConnParams, name: &str) -> Result<()> {
-    let maint = conn.connect(&conn.maintenance_db).await?;
-    maint
+async fn drop_scratch(claim: &Session, name: &str) -> Result<()> {
+    claim
         .client
         .batch_execute(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
