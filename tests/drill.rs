@@ -56,9 +56,26 @@ fn a_good_backup_passes_and_leaves_a_record_and_no_scratch_database() {
     let tmp = tempfile::tempdir().unwrap();
     let out = backup(tmp.path());
     let m = manifest_json(&out);
-    let drilled = run_ok(dbbackup().arg("drill").arg(&out).arg("--quiet"));
+    let metrics = tmp.path().join("dbbackup.prom");
+    let drilled = run_ok(
+        dbbackup()
+            .arg("drill")
+            .arg(&out)
+            .arg("--quiet")
+            .arg("--metrics-file")
+            .arg(&metrics),
+    );
     let stdout = text(&drilled.stdout);
     let src = source_db();
+    // The metrics file carries the drill's result (and the backup's figures, peak RSS too).
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    for line in [
+        format!("dbbackup_last_drill_success{{database=\"{src}\"}} 1"),
+        format!("dbbackup_last_drill_timestamp_seconds{{database=\"{src}\"}} "),
+        format!("dbbackup_last_peak_rss_bytes{{database=\"{src}\"}} "),
+    ] {
+        assert!(prom.contains(&line), "{line:?} missing from:\n{prom}");
+    }
     assert!(
         stdout.starts_with(&format!("drill of {src}@")) && stdout.contains(": passed in "),
         "{stdout}"
