@@ -299,3 +299,50 @@ fn cluster_resume_takes_the_recorded_options() {
     c.drop_db(&a);
     c.drop_db(&b);
 }
+
+/// `--repo` with `--resume`: the newest backup of the database in the repository is continued
+/// in place when it was interrupted; a complete newest one leaves nothing to resume.
+#[test]
+fn repository_resume_continues_the_newest_interrupted_backup_in_place() {
+    let c = cluster();
+    let db = c.unique_db("resopt_repo");
+    c.create_db(&db);
+    c.load_fixture(&db, "hard_types.sql");
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let backup = |at: &str, extra: &[&str]| {
+        let mut cmd = dbbackup();
+        cmd.env("DBBACKUP_TEST_NOW", at)
+            .args([
+                "backup", "single", &db, "--format", "native", "--quiet", "--repo",
+            ])
+            .arg(&repo)
+            .args(extra);
+        cmd
+    };
+    run_ok(&mut backup("2026-11-28T02:00:00Z", &[]));
+    let nothing = run_fail(&mut backup(
+        "2026-11-28T03:00:00Z",
+        &["--resume", "--allow-inconsistent"],
+    ));
+    assert_eq!(nothing.status.code(), Some(2), "{}", stderr(&nothing));
+    assert!(
+        stderr(&nothing).contains("nothing to resume"),
+        "{}",
+        stderr(&nothing)
+    );
+
+    // The next night's run dies after most units (no lock left: interrupted).
+    run_ok(&mut backup("2026-11-29T02:00:00Z", &[]));
+    let dir = repo.join(&db).join("20261129T020000Z");
+    undo_last_unit(&dir, "wide");
+    run_ok(&mut backup(
+        "2026-11-29T04:00:00Z",
+        &["--resume", "--allow-inconsistent"],
+    ));
+    let m = read_json(&dir.join("manifest.json"));
+    assert_eq!(m["status"], "complete", "continued in place");
+    let entries = std::fs::read_dir(repo.join(&db)).unwrap().count();
+    assert_eq!(entries, 2, "no third backup directory");
+    restore_and_compare(&db, &dir);
+}
