@@ -278,6 +278,16 @@ pub struct RestoreArgs {
     /// objects of the backup that already exist in the target
     #[arg(long)]
     pub clean: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// No progress output
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// How a restore loads data: shared by `restore` and `drill`.
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
     /// Memory ceiling of dbbackup itself (0: none): loaders and their decoders' windows are
     /// derived from it; a --jobs that cannot fit is refused with the figures, the default
     /// shrinks to fit. pg_restore/psql are child programs, reported apart
@@ -290,9 +300,26 @@ pub struct RestoreArgs {
     /// pg_restore needs as a seekable file (default: the directory holding the backup)
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// No progress output
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+}
+
+impl LoadArgs {
+    /// `--jobs`, or one per core.
+    pub fn jobs(&self) -> dbbackup::Result<usize> {
+        match self.jobs {
+            Some(0) => Err(dbbackup::Error::Usage("--jobs must be at least 1".into())),
+            Some(n) => Ok(n),
+            None => Ok(cores()),
+        }
+    }
+
+    /// `--jobs` was given: the memory budget refuses it rather than shrink it.
+    pub fn jobs_explicit(&self) -> bool {
+        self.jobs.is_some()
+    }
+
+    pub fn memory_limit(&self) -> Option<u64> {
+        dbbackup::memory::limit_from(self.memory_limit)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -321,18 +348,8 @@ pub struct DrillArgs {
     /// when the drill fails
     #[arg(long)]
     pub keep_scratch: bool,
-    /// Memory ceiling of dbbackup itself (0: none): loaders and their decoders' windows are
-    /// derived from it; a --jobs that cannot fit is refused with the figures, the default
-    /// shrinks to fit. pg_restore/psql are child programs, reported apart
-    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
-    pub memory_limit: u64,
-    /// Parallel loaders (default: number of CPU cores)
-    #[arg(long, short = 'j', value_name = "N")]
-    pub jobs: Option<usize>,
-    /// Custom-format backups with --jobs > 1: directory for the decompressed archive that
-    /// pg_restore needs as a seekable file (default: the directory holding the backup)
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// No progress output (the result line is still printed)
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -13,7 +13,7 @@ use dbbackup::progress::Progress;
 use dbbackup::source::conn::ConnParams;
 use dbbackup::{Error, Result};
 
-use super::args::{cores, parse_duration, ClusterArgs, RestoreArgs};
+use super::args::{parse_duration, ClusterArgs, RestoreArgs};
 use super::progress::{human_bytes, reporter};
 
 pub async fn backup_cluster(
@@ -198,19 +198,16 @@ pub async fn restore_cluster(
             "--create is implied for cluster backups (every database is created with its original properties)".into(),
         ));
     }
-    let jobs = args.jobs.unwrap_or_else(cores);
-    if jobs == 0 {
-        return Err(Error::Usage("--jobs must be at least 1".into()));
-    }
+    let jobs = args.load.jobs()?;
     let started = Instant::now();
     let opts = ClusterRestoreOptions {
-        memory_limit: dbbackup::memory::limit_from(args.memory_limit),
-        jobs_explicit: args.jobs.is_some(),
+        memory_limit: args.load.memory_limit(),
+        jobs_explicit: args.load.jobs_explicit(),
         dir: store,
         databases: args.database.clone(),
         clean: args.clean,
         jobs,
-        work_dir: args.work_dir.clone(),
+        work_dir: args.load.work_dir.clone(),
     };
     let progress: Arc<dyn Progress> = reporter(args.quiet);
     let report = dbbackup::cluster::restore_cluster(conn, &opts, progress, cancel).await?;

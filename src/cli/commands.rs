@@ -15,8 +15,6 @@ use dbbackup::{Error, Result};
 use super::args::{RestoreArgs, SingleArgs, VerifyArgs};
 use super::progress::{human_bytes, reporter};
 
-use super::args::cores;
-
 pub async fn backup_single(
     conn: &ConnParams,
     args: SingleArgs,
@@ -176,19 +174,16 @@ pub async fn restore(
         ));
     }
     let started = Instant::now();
-    let jobs = args.jobs.unwrap_or_else(cores);
-    if jobs == 0 {
-        return Err(Error::Usage("--jobs must be at least 1".into()));
-    }
+    let jobs = args.load.jobs()?;
     let opts = RestoreOptions {
-        memory_limit: dbbackup::memory::limit_from(args.memory_limit),
-        jobs_explicit: args.jobs.is_some(),
+        memory_limit: args.load.memory_limit(),
+        jobs_explicit: args.load.jobs_explicit(),
         dir: store,
         target,
         create: args.create,
         clean: args.clean,
         jobs,
-        work_dir: args.work_dir,
+        work_dir: args.load.work_dir,
     };
     let progress: Arc<dyn dbbackup::progress::Progress> = reporter(args.quiet);
     let s = restore_database(conn, &opts, progress, cancel).await?;

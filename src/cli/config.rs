@@ -501,7 +501,7 @@ mod tests {
         let cli = Cli::from_arg_matches(&m).unwrap();
         match cli.command {
             crate::cli::args::Command::Drill(d) => {
-                assert_eq!(d.jobs, Some(2));
+                assert_eq!(d.load.jobs, Some(2));
                 assert_eq!(d.repo.as_deref(), Some("/var/backups/dbbackup"));
             }
             other => panic!("{other:?}"),

@@ -8,7 +8,7 @@ use dbbackup::drill::{drill_cluster, drill_database, DrillOptions, DrillOutcome}
 use dbbackup::source::conn::{ConnParams, ConnectOptions};
 use dbbackup::{Error, Result};
 
-use super::args::{cores, DrillArgs};
+use super::args::DrillArgs;
 use super::progress::reporter;
 
 /// Runs the drill; passed: the result line on stdout; failed (or its record not written):
@@ -26,23 +26,20 @@ pub async fn drill(
         target.port = Some(port);
     }
     let conn = ConnParams::resolve(&target)?;
-    let jobs = args.jobs.unwrap_or_else(cores);
-    if jobs == 0 {
-        return Err(Error::Usage("--jobs must be at least 1".into()));
-    }
+    let jobs = args.load.jobs()?;
     let store = super::location::backup_location_with_identities(
         args.repo.as_deref(),
         Path::new(&args.backup),
         &args.keys,
     )?;
     let opts = DrillOptions {
-        memory_limit: dbbackup::memory::limit_from(args.memory_limit),
-        jobs_explicit: args.jobs.is_some(),
+        memory_limit: args.load.memory_limit(),
+        jobs_explicit: args.load.jobs_explicit(),
         backup: store,
         scratch_name: args.scratch_name.clone(),
         keep_scratch: args.keep_scratch,
         jobs,
-        work_dir: args.work_dir.clone(),
+        work_dir: args.load.work_dir.clone(),
     };
     let progress = reporter(args.quiet);
     let outcomes = if dbbackup::cluster::is_cluster_backup(&opts.backup) {
