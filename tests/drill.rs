@@ -27,6 +27,16 @@ fn backup(tmp: &Path) -> PathBuf {
     out
 }
 
+/// `dbbackup drill BACKUP --scratch-name NAME --quiet`: tests that run at the same time drill
+/// the same source, whose default scratch names would then be the same.
+fn drill_named(out: &Path, scratch: &str) -> std::process::Command {
+    let mut cmd = dbbackup();
+    cmd.arg("drill")
+        .arg(out)
+        .args(["--scratch-name", scratch, "--quiet"]);
+    cmd
+}
+
 /// The drill records in `dir/drills/`, parsed.
 fn records(dir: &Path) -> Vec<serde_json::Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("drills"))
@@ -133,13 +143,7 @@ fn a_missing_chunk_fails_the_drill_and_is_recorded() {
         .to_string();
     std::fs::remove_file(out.join(&chunk)).unwrap();
     let scratch = cluster().unique_db("drill_missing");
-    let failed =
-        run_fail(
-            dbbackup()
-                .arg("drill")
-                .arg(&out)
-                .args(["--scratch-name", &scratch, "--quiet"]),
-        );
+    let failed = run_fail(&mut drill_named(&out, &scratch));
     assert_eq!(failed.status.code(), Some(1));
     let stderr = text(&failed.stderr);
     assert!(
@@ -177,13 +181,7 @@ fn a_chunk_that_fails_mid_restore_drops_the_scratch_database_it_created() {
     let len = std::fs::metadata(&path).unwrap().len() as usize;
     std::fs::write(&path, vec![0x5a; len]).unwrap();
     let scratch = cluster().unique_db("drill_corrupt");
-    let failed =
-        run_fail(
-            dbbackup()
-                .arg("drill")
-                .arg(&out)
-                .args(["--scratch-name", &scratch, "--quiet"]),
-        );
+    let failed = run_fail(&mut drill_named(&out, &scratch));
     assert_eq!(failed.status.code(), Some(1));
     assert!(
         text(&failed.stderr).contains("the restore failed"),
@@ -214,13 +212,7 @@ fn the_comparison_fails_when_the_restore_differs_from_the_manifest() {
     .unwrap();
     // Named: drills of the same backup in the same second would share the default name.
     let scratch = cluster().unique_db("drill_differs");
-    let failed =
-        run_fail(
-            dbbackup()
-                .arg("drill")
-                .arg(&out)
-                .args(["--scratch-name", &scratch, "--quiet"]),
-        );
+    let failed = run_fail(&mut drill_named(&out, &scratch));
     assert_eq!(failed.status.code(), Some(1));
     let stderr = text(&failed.stderr);
     assert!(
@@ -286,13 +278,7 @@ fn a_record_that_cannot_be_written_fails_the_drill_naming_why() {
     // A file where the drills/ directory would go.
     std::fs::write(out.join("drills"), b"in the way").unwrap();
     let scratch = cluster().unique_db("drill_unrecorded");
-    let failed =
-        run_fail(
-            dbbackup()
-                .arg("drill")
-                .arg(&out)
-                .args(["--scratch-name", &scratch, "--quiet"]),
-        );
+    let failed = run_fail(&mut drill_named(&out, &scratch));
     assert_eq!(failed.status.code(), Some(1));
     let stderr = text(&failed.stderr);
     assert!(
@@ -412,13 +398,7 @@ fn a_second_drill_of_the_same_scratch_name_is_refused_while_the_first_runs() {
         "1",
         30,
     );
-    let refused =
-        run_fail(
-            dbbackup()
-                .arg("drill")
-                .arg(&out)
-                .args(["--scratch-name", &scratch, "--quiet"]),
-        );
+    let refused = run_fail(&mut drill_named(&out, &scratch));
     first.kill().unwrap();
     first.wait().unwrap();
     assert_eq!(refused.status.code(), Some(1));
