@@ -93,6 +93,22 @@ pub struct MemoryRecord {
     pub children_peak_rss_bytes: u64,
 }
 
+impl MemoryRecord {
+    /// A record of the peaks measured now, with no plan of its own (a run made of several
+    /// planned parts: a cluster backup).
+    pub fn peaks_now(limit_bytes: Option<u64>) -> MemoryRecord {
+        MemoryRecord {
+            limit_bytes,
+            planned_bytes: 0,
+            workers: 0,
+            compressor_threads: 0,
+            parts_in_flight: 0,
+            peak_rss_bytes: peak_rss_bytes(),
+            children_peak_rss_bytes: children_peak_rss_bytes(),
+        }
+    }
+}
+
 /// How many workers a run asks for, and whether the user chose the number.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted {

@@ -418,6 +418,11 @@ fn metrics_file_from_the_repository_and_from_a_run() {
     assert!(m.get("dbbackup_last_stored_bytes", b, None) > 0.0);
     assert!(m.get("dbbackup_previous_raw_bytes", b, None) > 0.0);
     assert!(m.get("dbbackup_last_duration_seconds", "cluster", None) > 0.0);
+    // Peak RSS as the runs measured it, for single and cluster backups alike.
+    for database in [b, "cluster"] {
+        let peak = m.get("dbbackup_last_peak_rss_bytes", database, None);
+        assert!(peak > 1e6 && peak < 1e9, "{database}: {peak}");
+    }
     assert_eq!(
         m.get("dbbackup_last_drill_timestamp_seconds", a, None),
         epoch("2026-11-29T05:01:00Z")

@@ -36,15 +36,7 @@ fn summarize_backup(
 ) -> Result<()> {
     print_backup_summary(m, out);
     // The whole run's peak: every database's backup ran in this process.
-    let whole_run = dbbackup::memory::MemoryRecord {
-        limit_bytes: memory_limit,
-        planned_bytes: 0,
-        workers: 0,
-        compressor_threads: 0,
-        parts_in_flight: 0,
-        peak_rss_bytes: dbbackup::memory::peak_rss_bytes(),
-        children_peak_rss_bytes: dbbackup::memory::children_peak_rss_bytes(),
-    };
+    let whole_run = dbbackup::memory::MemoryRecord::peaks_now(memory_limit);
     if let Some(line) = super::commands::memory_summary(Some(&whole_run)) {
         println!("{line}");
     }

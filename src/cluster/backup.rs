@@ -260,6 +260,7 @@ pub async fn backup_cluster(
             })
             .collect(),
         duration_secs: 0.0,
+        memory: None,
     };
     drop(maint);
     let mut globals_done = false;
@@ -461,6 +462,7 @@ pub async fn backup_cluster(
     }
     manifest.duration_secs = started.elapsed().as_secs_f64();
     manifest.finished_at = Some(now_rfc3339());
+    manifest.memory = Some(crate::memory::MemoryRecord::peaks_now(opts.db.memory_limit));
     manifest.recompute_status();
     manifest.store(&opts.out)?;
     Ok(manifest)

@@ -44,6 +44,10 @@ pub struct ClusterManifest {
     pub databases: Vec<DatabaseEntry>,
     #[serde(default)]
     pub duration_secs: f64,
+    /// The whole run's memory: the limit and the peak of the process that backed up every
+    /// database (their own manifests have their plans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::memory::MemoryRecord>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
