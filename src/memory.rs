@@ -200,7 +200,7 @@ pub fn fit(
         return Ok(make(wanted_workers, 2));
     };
     let fits = |b: &Budget| b.planned_bytes() <= limit;
-    for parts in [2, 1] {
+    for parts in [2, 1, 0] {
         let b = make(wanted_workers, parts);
         if fits(&b) {
             return Ok(b);
@@ -208,13 +208,13 @@ pub fn fit(
     }
     if !wanted.explicit {
         for workers in (1..wanted_workers).rev() {
-            let b = make(workers, 1);
+            let b = make(workers, 0);
             if fits(&b) {
                 return Ok(b);
             }
         }
     }
-    let tight = make(wanted_workers, 1);
+    let tight = make(wanted_workers, 0);
     let one = sum(&tight.per_worker);
     let room = limit.saturating_sub(PROCESS_BYTES) / at_once as u64;
     let fitting = (room / one.max(1)) as usize;

@@ -60,7 +60,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn writer_buffer(&self, _parts_in_flight: usize) -> u64 {
         0
     }
-    /// Lets at most `n` parts of one object upload at once (object stores only).
+    /// Lets at most `n` parts of one object upload while the next fills (object stores only);
+    /// 0 sends each part before taking more bytes.
     fn set_parts_in_flight(&self, _n: usize) {}
     /// True when objects are uploaded in parts held in memory.
     fn uploads_in_parts(&self) -> bool {

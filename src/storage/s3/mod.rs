@@ -285,7 +285,7 @@ impl Backend for S3Backend {
 
     fn set_parts_in_flight(&self, n: usize) {
         self.parts_in_flight
-            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn uploads_in_parts(&self) -> bool {

@@ -105,12 +105,13 @@ impl S3Writer {
                 .map_err(|e| h.err("recording the upload of", &self.key, &e))?;
             self.upload = Some(id);
         }
+        // Parts uploading while the next one fills; 0: the part is sent before the writer
+        // takes more bytes (one part's memory per writer, for tight memory limits).
         let limit = self
             .backend
             .parts_in_flight
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(1);
-        while self.in_flight.len() >= limit {
+            .load(std::sync::atomic::Ordering::Relaxed);
+        while self.in_flight.len() >= limit.max(1) {
             self.wait_oldest()?;
         }
         let data = Bytes::from(std::mem::take(&mut self.buffer));
@@ -121,6 +122,9 @@ impl S3Writer {
                 .put_part(&path, &id, index, PutPayload::from(data))
                 .await
         }));
+        if limit == 0 {
+            self.wait_oldest()?;
+        }
         Ok(())
     }
 
