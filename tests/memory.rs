@@ -260,8 +260,9 @@ fn four_multipart_uploads_at_once_stay_under_the_limit() {
     let location = s3().location("memory");
     let (backup, peak) = run_measured(
         dbbackup_s3()
-            .args(["backup", "single", &db, "--format", "native", "--compress", "none"])
-            .args(["--parallel-tables", "4", "--memory-limit", "64MiB"])
+            .args(["backup", "single", &db, "--format", "native"])
+            .args(["--compress", "none", "--parallel-tables", "4"])
+            .args(["--memory-limit", "64MiB"])
             .args(["--out", &location]),
     );
     assert_under_limit("backup to S3", peak, &backup);
@@ -277,8 +278,8 @@ fn four_multipart_uploads_at_once_stay_under_the_limit() {
     let target = c.unique_db("mem_s3_restored");
     let (restore, peak) = run_measured(
         dbbackup_s3()
-            .args(["restore", "--create", "--jobs", "4", "--memory-limit", "64MiB"])
-            .args(["-d", &target, &location]),
+            .args(["restore", "--create", "--jobs", "4"])
+            .args(["--memory-limit", "64MiB", "-d", &target, &location]),
     );
     assert_under_limit("restore from S3", peak, &restore);
     let sums = |db: &str| {
