@@ -62,7 +62,8 @@ pub fn native(
 }
 
 /// The budget of a plain/custom backup: pg_dump's stream through `wanted` compressor threads
-/// into one chunk writer (whose buffers are shared out among the threads' shares).
+/// into one chunk writer. The writer's buffers are counted in every thread's share: an upper
+/// bound that stays one when the threads are shrunk to fit.
 pub fn stream(
     limit: Option<u64>,
     backups_at_once: usize,
@@ -91,12 +92,14 @@ pub fn stream(
     if !out.sealing().recipients().is_empty() {
         writer += ENCRYPTION_BYTES;
     }
-    let threads = wanted.workers.max(1) as u64;
     let mut budget = fit(limit, backups_at_once, wanted, |_| {
-        vec![Item::new(
-            format!("{codec:?} level {level} thread").to_lowercase(),
-            per_thread + writer.div_ceil(threads),
-        )]
+        vec![
+            Item::new(
+                format!("{codec:?} level {level} thread").to_lowercase(),
+                per_thread,
+            ),
+            Item::new("stream writer", writer),
+        ]
     })?;
     budget.compressor_threads = if codec == Codec::None {
         0
@@ -124,25 +127,28 @@ mod tests {
         }
     }
 
+    /// A native budget at zstd level 3 into a local directory.
+    fn zstd3(limit: Option<u64>, workers: usize, explicit: bool) -> Result<Budget> {
+        native(
+            limit,
+            1,
+            wanted(workers, explicit),
+            Codec::Zstd,
+            3,
+            &store(),
+        )
+    }
+
     #[test]
     fn no_limit_keeps_what_was_asked() {
-        let b = native(None, 1, wanted(64, true), Codec::Zstd, 3, &store()).unwrap();
+        let b = zstd3(None, 64, true).unwrap();
         assert_eq!(b.workers, 64);
         assert!(b.line().contains("no memory limit"), "{}", b.line());
     }
 
     #[test]
     fn explicit_workers_that_do_not_fit_are_refused_with_the_figures() {
-        let err = native(
-            Some(32 << 20),
-            1,
-            wanted(16, true),
-            Codec::Zstd,
-            3,
-            &store(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = zstd3(Some(32 << 20), 16, true).unwrap_err().to_string();
         assert!(
             err.contains("--memory-limit 32.0 MiB cannot hold --parallel-tables 16"),
             "{err}"
@@ -153,15 +159,7 @@ mod tests {
 
     #[test]
     fn default_workers_shrink_to_fit() {
-        let b = native(
-            Some(32 << 20),
-            1,
-            wanted(16, false),
-            Codec::Zstd,
-            3,
-            &store(),
-        )
-        .unwrap();
+        let b = zstd3(Some(32 << 20), 16, false).unwrap();
         assert!(b.workers >= 1 && b.workers < 16, "{}", b.workers);
         assert!(b.planned_bytes() <= 32 << 20);
     }

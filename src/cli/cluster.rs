@@ -25,7 +25,7 @@ pub async fn backup_cluster(
     let progress: Arc<dyn Progress> = reporter(args.quiet);
     let result = dbbackup::cluster::backup_cluster(conn, &opts, progress, cancel).await;
     let result = result.and_then(|m| summarize_backup(&m, &opts.out, opts.db.memory_limit));
-    super::repo::after_backup(&args.metrics, args.repo.as_deref(), &opts.out, result)
+    super::repo::write_metrics_after(&args.metrics, args.repo.as_deref(), &opts.out, result)
 }
 
 /// The summary table; an error naming every part that failed unless all went well.

@@ -23,7 +23,7 @@ pub async fn backup_single(
     let (opts, strategy_opts) = super::resolve::single(&args)?;
     let (metrics, repo, out) = (args.metrics.clone(), args.repo.clone(), opts.out.clone());
     let result = run_single(conn, args, opts, strategy_opts, cancel).await;
-    super::repo::after_backup(&metrics, repo.as_deref(), &out, result)
+    super::repo::write_metrics_after(&metrics, repo.as_deref(), &out, result)
 }
 
 async fn run_single(

@@ -51,7 +51,7 @@ pub async fn drill(
     };
     let result = outcomes.and_then(|o| report(&o, args.quiet));
     // The drill's record is in the backup by now: the metrics file shows it.
-    super::repo::after_backup(&args.metrics, args.repo.as_deref(), &opts.backup, result)
+    super::repo::write_metrics_after(&args.metrics, args.repo.as_deref(), &opts.backup, result)
 }
 
 fn report(outcomes: &[DrillOutcome], quiet: bool) -> Result<()> {

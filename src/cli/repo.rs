@@ -18,10 +18,10 @@ use dbbackup::{Error, Result};
 use super::args::{parse_duration, ExpireArgs, ListArgs, MetricsArgs};
 use super::progress::human_bytes;
 
-/// After a backup, successful or not: writes `--metrics-file` (from the repository, or from
-/// the backup in `--out` alone). The backup's own error comes first; a metrics file that
-/// cannot be written fails an otherwise successful run.
-pub fn after_backup(
+/// After a backup or a drill, successful or not: writes `--metrics-file` (from the
+/// repository, or from the one backup alone). The run's own error comes first; a metrics file
+/// that cannot be written fails an otherwise successful run.
+pub fn write_metrics_after(
     metrics: &MetricsArgs,
     repo: Option<&str>,
     out: &Store,
