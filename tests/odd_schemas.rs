@@ -32,11 +32,19 @@ fn native_round_trip(c: &Cluster) {
     let target = c.unique_db("odd_copy");
     run_ok(
         dbbackup_for(c)
-            .args(["restore", "--quiet", "--create", "--jobs", "4", "--dbname", &target])
+            .args([
+                "restore", "--quiet", "--create", "--jobs", "4", "--dbname", &target,
+            ])
             .arg(&dir),
     );
     let diffs = differences(&snapshot(c, &db), &snapshot(c, &target));
+    // pg_dump recreates the child with INHERITS (the parent's columns first): its rows must
+    // still match by column name.
     let reordered = "schema CREATE TABLE public.child_t (";
+    assert!(
+        diffs.iter().any(|d| d.0 == reordered),
+        "expected the columns of public.child_t reordered, as stock pg_dump does"
+    );
     let unexpected: Vec<_> = diffs
         .iter()
         .filter(|(name, a, b)| {
@@ -63,4 +71,52 @@ fn odd_schemas_round_trip_natively_on_15() {
 #[test]
 fn odd_schemas_round_trip_natively_on_18() {
     native_round_trip(cluster_of(18));
+}
+
+/// reg* values copied as text name their object the way the backup session's search_path
+/// makes them print: `app.target` prints as `target` where `app` is on the path (here the
+/// database's own `search_path` setting). The restore session resolves the name with its own
+/// path, so the backup must print every name schema-qualified (as pg_dump does, with an empty
+/// search_path), or `target` silently becomes `public.target`.
+#[test]
+fn reg_values_copied_as_text_keep_their_schema_when_the_database_sets_a_search_path() {
+    let c = cluster();
+    let db = c.unique_db("regpath");
+    c.create_db(&db);
+    c.psql(
+        &db,
+        &format!(
+            "CREATE SCHEMA app;
+             CREATE TABLE app.target (a int);
+             CREATE TABLE public.target (a int);
+             CREATE TYPE app.mood AS ENUM ('a');
+             CREATE TYPE public.mood AS ENUM ('b');
+             CREATE TABLE refs (id int, r regclass, t regtype);
+             INSERT INTO refs VALUES (1, 'app.target', 'app.mood'), (2, 'public.target', 'public.mood');
+             ALTER DATABASE {} SET search_path = app, public;",
+            support::quote_ident(&db)
+        ),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("b");
+    run_ok(
+        dbbackup_for(c)
+            .args(["backup", "single", &db, "--quiet", "--format", "native"])
+            .args(["--copy-format", "text", "--out"])
+            .arg(&dir),
+    );
+    let target = c.unique_db("regpath_copy");
+    run_ok(
+        dbbackup_for(c)
+            .args(["restore", "--quiet", "--create", "--dbname", &target])
+            .arg(&dir),
+    );
+    let names = "SET search_path = pg_catalog; SELECT id, r, t FROM public.refs ORDER BY id";
+    assert_eq!(
+        c.psql(&db, names),
+        "1|app.target|app.mood\n2|public.target|public.mood"
+    );
+    assert_eq!(c.psql(&target, names), c.psql(&db, names));
+    c.drop_db(&target);
+    c.drop_db(&db);
 }
