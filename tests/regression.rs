@@ -94,7 +94,11 @@ fn stock_copy(c: &Cluster, dir: &Path) -> String {
         .arg(&dump)
         .output()
         .expect("run pg_dump");
-    assert!(out.status.success(), "stock pg_dump failed:\n{}", tail(&out));
+    assert!(
+        out.status.success(),
+        "stock pg_dump failed:\n{}",
+        tail(&out)
+    );
     let db = c.unique_db("regression_stock");
     c.psql(
         "postgres",
@@ -106,7 +110,11 @@ fn stock_copy(c: &Cluster, dir: &Path) -> String {
         .arg(&dump)
         .output()
         .expect("run pg_restore");
-    assert!(out.status.success(), "stock pg_restore failed:\n{}", tail(&out));
+    assert!(
+        out.status.success(),
+        "stock pg_restore failed:\n{}",
+        tail(&out)
+    );
     db
 }
 
@@ -180,7 +188,10 @@ fn regression_database_round_trips(major: u32) {
     );
     let original = snapshot(c, "regression");
     let tables = original.keys().filter(|k| k.starts_with("rows ")).count();
-    assert!(tables > 100, "the regression database has only {tables} tables");
+    assert!(
+        tables > 100,
+        "the regression database has only {tables} tables"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let t = Instant::now();
@@ -234,7 +245,9 @@ fn regression_database_round_trips(major: u32) {
             // copy's value.
             let wrong: Vec<_> = differences(&original, &copy)
                 .into_iter()
-                .filter(|(name, _, v)| stock.get(name) != v.as_ref() || original.get(name) == stock.get(name))
+                .filter(|(name, _, v)| {
+                    stock.get(name) != v.as_ref() || original.get(name) == stock.get(name)
+                })
                 .collect();
             if wrong.is_empty() {
                 ok += 1;

@@ -31,7 +31,12 @@ pub fn regress_cluster(major: u32) -> &'static Cluster {
     };
     // The cluster's watchdog stops it and removes its directory when the process ends.
     let c: &'static Cluster = Box::leak(Box::new(Cluster::start(bin.clone(), bin)));
-    assert_eq!(c.major(), major, "{} is not PostgreSQL {major}", c.bin_dir.display());
+    assert_eq!(
+        c.major(),
+        major,
+        "{} is not PostgreSQL {major}",
+        c.bin_dir.display()
+    );
     clusters.push((major, c));
     c
 }
@@ -92,8 +97,7 @@ pub fn build_regression_db(c: &Cluster) -> RegressBuild {
     let mut errors = Vec::new();
     for test in schedule_tests(&schedule) {
         let sql = dir.join("sql").join(format!("{test}.sql"));
-        let input = std::fs::File::open(&sql)
-            .unwrap_or_else(|e| panic!("{}: {e}", sql.display()));
+        let input = std::fs::File::open(&sql).unwrap_or_else(|e| panic!("{}: {e}", sql.display()));
         let mut cmd = c.client_command("psql");
         cmd.args(["-X", "-a", "-q", "-d", "regression"])
             .args(["-v", "HIDE_TABLEAM=on", "-v", "HIDE_TOAST_COMPRESSION=on"])

@@ -63,7 +63,11 @@ pub fn snapshot(c: &Cluster, db: &str) -> Snapshot {
             Some(&"L") => "large object",
             _ => panic!("unexpected snapshot row from {db:?}: {record:?}"),
         };
-        assert_eq!(f.len(), 3, "unexpected snapshot row from {db:?}: {record:?}");
+        assert_eq!(
+            f.len(),
+            3,
+            "unexpected snapshot row from {db:?}: {record:?}"
+        );
         facts.insert(format!("{kind} {}", f[1]), f[2].to_owned());
     }
     facts
