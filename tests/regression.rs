@@ -119,7 +119,7 @@ fn stock_copy(c: &Cluster, dir: &Path) -> String {
 }
 
 /// Checks that the stock copy differs from the original by exactly the accepted differences,
-/// each of the kind it is listed as. Returns the stock copy's snapshot.
+/// each of the kind it is listed as.
 fn check_stock(major: u32, original: &Snapshot, stock: &Snapshot) {
     let diffs = differences(original, stock);
     let mut names: Vec<String> = diffs.iter().map(|d| d.0.clone()).collect();
