@@ -21,6 +21,9 @@
 #   ensure_pg_matrix          servers 13, 14, 16, 17, 18 and client tools 18
 #                             in the cache; exports DBBACKUP_TEST_PG<N>_BINDIR
 #   ensure_seaweedfs          the `weed` S3 server in the cache; exports WEED_BIN
+#   ensure_regress_sources    PostgreSQL's regression suite SQL (15, 18) from
+#                             Debian's source packages in the cache; exports
+#                             DBBACKUP_REGRESS<N>_DIR
 #   start_seaweedfs DIR BUCKET / stop_seaweedfs DIR
 #                             a throwaway S3 store; exports AWS_* to reach it
 #   pg_bindir                 highest /usr/lib/postgresql/*/bin (or $PG_BINDIR)
@@ -470,4 +473,101 @@ stop_seaweedfs() {
 	kill -9 "$pid" 2>/dev/null || true
 	rm -f "$pidfile"
 	return 0
+}
+
+# Where the regression suite of each major comes from: MAJOR=SUITE:SOURCE-PACKAGE.
+# 15 from the machine's own release (the installed server is Debian's 15);
+# 18 from sid, whose postgresql-18 is the minor of the PyPI server 18.6.
+PG_REGRESS_SOURCES=(
+	15=bookworm:postgresql-15
+	18=sid:postgresql-18
+)
+
+# _apt_archive_uri : print the URI of the machine's main Debian archive, taken
+# from its apt sources (deb822 .sources files or sources.list), skipping the
+# security archive. We never name a host ourselves.
+_apt_archive_uri() {
+	local uri
+	uri=$(
+		{
+			cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[[:space:]]*//p' | tr ' ' '\n'
+			cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+				awk '$1 == "deb" || $1 == "deb-src" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /\]$/) { print $i; break } }'
+		} | grep -v -- '-security' | grep -E '^(https?|file)://' | head -n 1
+	)
+	[[ -n $uri ]] || die "no Debian archive URI in /etc/apt/sources.list{,.d/*} to fetch source packages from"
+	printf '%s\n' "$uri"
+}
+
+# _regress_source MAJOR SUITE PACKAGE DEST : download PACKAGE's source from
+# SUITE with `apt-get source --download-only` through a private apt
+# configuration (own deb-src list, lists and cache directories under a temp
+# dir: the machine's apt setup is untouched), then extract only
+# src/test/regress's sql/, data/, input/, output/ and parallel_schedule from
+# the upstream tarball into DEST, with a VERSION file.
+_regress_source() {
+	local major=$1 suite=$2 pkg=$3 dest=$4 uri tmp keyring
+	uri=$(_apt_archive_uri)
+	tmp=$(mktemp -d)
+	mkdir -p "$tmp/lists/partial" "$tmp/archives/partial" "$tmp/parts" "$tmp/src"
+	keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+	[[ -f $keyring ]] || apt_install debian-archive-keyring
+	printf 'Types: deb-src\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
+		"$uri" "$suite" "$keyring" >"$tmp/parts/regress.sources"
+	local -a apt=(apt-get -qq
+		-o "Dir::Etc::sourcelist=/dev/null"
+		-o "Dir::Etc::sourceparts=$tmp/parts"
+		-o "Dir::State::lists=$tmp/lists"
+		-o "Dir::Cache=$tmp/cache"
+		-o "Dir::Cache::archives=$tmp/archives"
+		-o "Dir::Cache::pkgcache="
+		-o "Dir::Cache::srcpkgcache="
+		-o "APT::Sandbox::User=root")
+	log "apt-get source $pkg ($suite, private apt lists in $tmp)"
+	"${apt[@]}" update || die "apt-get update of the $suite deb-src list failed"
+	local want=$pkg installed
+	# 15: the sources of the installed server's version, when the archive still has it.
+	installed=$(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null || true)
+	if [[ -n $installed ]] && (cd "$tmp/src" && "${apt[@]}" source --download-only "$pkg=$installed" >/dev/null 2>&1); then
+		want=$pkg=$installed
+	else
+		(cd "$tmp/src" && "${apt[@]}" source --download-only "$pkg" >/dev/null) ||
+			die "apt-get source $pkg ($suite) failed"
+	fi
+	local orig
+	orig=$(find "$tmp/src" -maxdepth 1 -name "${pkg}_*.orig.tar.*" | head -n 1)
+	[[ -n $orig ]] || die "apt-get source $want gave no upstream tarball"
+	mkdir -p "$tmp/x"
+	tar -xf "$orig" -C "$tmp/x" --wildcards --no-wildcards-match-slash \
+		'*/src/test/regress/parallel_schedule' '*/src/test/regress/sql' \
+		'*/src/test/regress/data' '*/src/test/regress/input' '*/src/test/regress/output' \
+		2>/dev/null || true
+	local regress
+	regress=$(find "$tmp/x" -maxdepth 4 -type d -path '*/src/test/regress' | head -n 1)
+	[[ -n $regress && -f $regress/parallel_schedule && -d $regress/sql ]] ||
+		die "no src/test/regress in $orig"
+	basename "$orig" | sed -e "s/^${pkg}_//" -e 's/\.orig\.tar\..*//' >"$regress/VERSION"
+	grep -q "^$major\." "$regress/VERSION" || die "$orig is not PostgreSQL $major"
+	rm -rf "$dest"
+	mv "$regress" "$dest"
+	chmod -R go+rX "$dest"
+	rm -rf "$tmp"
+}
+
+# ensure_regress_sources : make sure PostgreSQL's regression suite (the SQL of
+# src/test/regress: sql/, data/, parallel_schedule, input/ and output/ where the
+# major has them) of every major in PG_REGRESS_SOURCES is in the cache, from
+# Debian's source packages, and export its directory as DBBACKUP_REGRESS<N>_DIR.
+# tests/regression.rs builds PostgreSQL's regression database from it.
+ensure_regress_sources() {
+	local cache entry major suite pkg dir
+	cache=$(cache_dir)
+	for entry in "${PG_REGRESS_SOURCES[@]}"; do
+		major=${entry%%=*} suite=${entry#*=} pkg=${suite#*:} suite=${suite%%:*}
+		dir=$cache/pg-regress-$major
+		if [[ ! -f $dir/parallel_schedule || ! -f $dir/VERSION ]]; then
+			_regress_source "$major" "$suite" "$pkg" "$dir"
+		fi
+		export "DBBACKUP_REGRESS${major}_DIR=$dir"
+	done
 }

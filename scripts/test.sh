@@ -20,6 +20,7 @@ ensure_openssl
 ensure_age
 ensure_pg_matrix
 ensure_seaweedfs
+ensure_regress_sources
 export PG_BINDIR="${PG_BINDIR:-$(pg_bindir)}"
 
 log "cargo test --all-targets $* (PostgreSQL binaries from $PG_BINDIR)"

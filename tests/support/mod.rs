@@ -19,7 +19,9 @@
 
 pub mod gate;
 pub mod measure;
+pub mod regress;
 pub mod s3;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr};

@@ -12,7 +12,9 @@ impl ConnParams {
     /// Opens a connection to `dbname` (TLS as the sslmode says, see [`super::tls`]), spawns
     /// its driver on the current tokio runtime and pins the session settings a dump/restore
     /// relies on (ISO dates, exact floats, no timeouts, no silent row-level-security
-    /// filtering). Must be called inside a tokio runtime. Fails with [`Error::Connect`] naming
+    /// filtering, an empty search_path as pg_dump and pg_restore use: reg* values in text
+    /// print schema-qualified, whatever path the database or role sets, so the restore
+    /// resolves them to the same objects). Must be called inside a tokio runtime. Fails with [`Error::Connect`] naming
     /// [`ConnParams::describe`] (plus the sslmode when TLS failed), or [`Error::Usage`] when
     /// the TLS files are unusable.
     pub async fn connect(&self, dbname: &str) -> Result<Session> {
@@ -24,6 +26,7 @@ impl ConnParams {
                 "SET DateStyle = ISO; SET extra_float_digits = 3; SET statement_timeout = 0; \
                  SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
                  SET row_security = off; SET IntervalStyle = postgres; \
+                 SET search_path = ''; \
                  SELECT pg_backend_pid()",
             )
             .await
