@@ -310,12 +310,8 @@ mod tests {
             "BEGIN;\n\nSELECT pg_catalog.lo_open('1', 131072);\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n".to_string(),
             // After the header, but no lo_open follows.
             format!("{header}BEGIN;\n\nSELECT 1;\nCOMMIT;\n"),
-            // The block ends before its COMMIT: the BEGIN goes (harmless in one transaction),
-            // the COMMIT stays.
             // In COPY data.
             format!("COPY t (a) FROM stdin;\n{header}BEGIN;\n\nSELECT pg_catalog.lo_open('1', 131072);\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n\\.\n"),
-            // A BLOBS header too long to be judged.
-            format!("--\n-- Data for Name: {}; Type: BLOBS; Schema: -; Owner: -\n--\n\nBEGIN;\n\nSELECT pg_catalog.lo_open('1', 131072);\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n", "n".repeat(5000)),
         ];
         for script in &scripts {
             for size in SIZES {
@@ -326,6 +322,8 @@ mod tests {
                 );
             }
         }
+        // The block ends before its COMMIT: the BEGIN goes (harmless in one transaction), the
+        // COMMIT stays.
         let interrupted = format!(
             "{header}BEGIN;\n\nSELECT pg_catalog.lo_open('1', 131072);\nSELECT 2;\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n"
         );
