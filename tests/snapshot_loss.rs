@@ -95,15 +95,16 @@ fn a_terminated_coordinator_fails_the_backup_with_the_advice_to_resume() {
     let (backup, coordinator, gate) = start(&db, &out, &[]);
     gate::wait_for_blocked_copy(&db, &[]);
     gate::wait_for_blocked_pg_dump(&db);
-    // The readers at the gate hold the snapshot and go on; the schema's second pg_dump
-    // (post-data) starts only after the first, so it is the one that finds the snapshot gone.
+    // The readers at the gate (a worker and the schema's one pg_dump) hold the snapshot and go
+    // on; the coordinator's own connection is found gone when it ends the snapshot's
+    // transaction.
     c.psql(
         "postgres",
         &format!("SELECT pg_terminate_backend({coordinator}, 60000)"),
     );
     gate.release();
     let o = backup.wait_with_output().unwrap();
-    assert_fails_with_advice_and_resumes(&db, &out, o, "invalid snapshot identifier");
+    assert_fails_with_advice_and_resumes(&db, &out, o, "ending the snapshot transaction");
 }
 
 #[test]

@@ -213,7 +213,7 @@ pub fn reconcile(dir: &Store, m: &mut Manifest) -> Result<Reconciled> {
         m.large_objects.chunks.clear();
         m.large_objects.metadata = None;
     }
-    let schema_ok = m.schema.len() == 2
+    let schema_ok = m.schema_complete()
         && m.schema
             .iter()
             .all(|s| verify_chunk(dir, &s.chunk, Payload::Opaque).is_ok());

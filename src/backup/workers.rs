@@ -13,7 +13,9 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::format::manifest::{quote_literal, Chunk, Manifest, SchemaFile, Table};
+use crate::format::manifest::{
+    quote_literal, Chunk, Manifest, SchemaFile, Table, SCHEMA_FILE, SCHEMA_SECTION,
+};
 use crate::progress::Progress;
 use crate::source::child::ChildSet;
 use crate::source::conn::{ConnParams, Session};
@@ -60,7 +62,8 @@ pub(super) struct JobsCtx<'a> {
 pub(super) async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Result<()> {
     let opts = ctx.opts;
     // The schema in its own thread: pg_dump reads the same snapshot. A resumed backup keeps
-    // the schema of its first run when it is intact.
+    // the schema of its first run when it is intact (one archive, or the two section archives
+    // of earlier versions).
     let schema_task = if manifest.schema.is_empty() {
         let conn = ctx.conn.clone();
         let dbname = ctx.dbname.to_string();
@@ -70,19 +73,18 @@ pub(super) async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Resu
         Some(tokio::task::spawn_blocking(
             move || -> Result<Vec<SchemaFile>> {
                 root.create_dir("schema")?;
-                ["pre-data", "post-data"]
-                    .iter()
-                    .map(|section| {
-                        let rel = format!("schema/{section}.dump");
-                        let chunk = crate::source::pgdump::dump_schema_section(
-                            &conn, &dbname, &snapshot, section, &root, &rel, &children,
-                        )?;
-                        Ok(SchemaFile {
-                            section: section.to_string(),
-                            chunk,
-                        })
-                    })
-                    .collect()
+                let chunk = crate::source::pgdump::dump_schema(
+                    &conn,
+                    &dbname,
+                    &snapshot,
+                    &root,
+                    SCHEMA_FILE,
+                    &children,
+                )?;
+                Ok(vec![SchemaFile {
+                    section: SCHEMA_SECTION.to_string(),
+                    chunk,
+                }])
             },
         ))
     } else {

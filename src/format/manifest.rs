@@ -275,7 +275,8 @@ pub struct Manifest {
     /// What the probe saw (sizes, counts), free-form for people.
     #[serde(default)]
     pub probe: serde_json::Value,
-    /// Native: `pre-data` and `post-data` pg_dump custom-format archives.
+    /// Native: one pg_dump custom-format archive of the pre-data and post-data sections
+    /// ([`SCHEMA_SECTION`]); backups of earlier versions have two, `pre-data` and `post-data`.
     #[serde(default)]
     pub schema: Vec<SchemaFile>,
     #[serde(default)]
@@ -297,15 +298,32 @@ pub struct Manifest {
     pub retries: u32,
 }
 
+/// The `section` of the native schema archive that holds both pre-data and post-data.
+pub const SCHEMA_SECTION: &str = "pre-data,post-data";
+/// Where the native schema archive is stored.
+pub const SCHEMA_FILE: &str = "schema/schema.dump";
+
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct SchemaFile {
-    /// `pre-data` or `post-data`.
+    /// [`SCHEMA_SECTION`]; `pre-data` or `post-data` in backups of earlier versions.
     pub section: String,
     #[serde(flatten)]
     pub chunk: Chunk,
 }
 
 impl Manifest {
+    /// The schema archive that holds `section` (`pre-data` or `post-data`).
+    pub fn schema_file(&self, section: &str) -> Option<&SchemaFile> {
+        self.schema
+            .iter()
+            .find(|s| s.section.split(',').any(|part| part == section))
+    }
+
+    /// Whether the schema archives cover both sections (a resumed backup keeps them then).
+    pub fn schema_complete(&self) -> bool {
+        self.schema_file("pre-data").is_some() && self.schema_file("post-data").is_some()
+    }
+
     /// Every stored file the manifest lists.
     pub fn all_chunks(&self) -> impl Iterator<Item = &Chunk> {
         self.schema

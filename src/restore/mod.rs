@@ -1,10 +1,12 @@
 //! `restore`: rebuilds a database from a manifest.
 //!
-//! Order: pre-data schema (pg_restore, which also creates large objects with their owners,
-//! ACLs and comments), then every chunk in parallel with `COPY ... FROM STDIN` (several chunks
-//! of one table may load at once, each in its own transaction), large-object data, post-data
-//! (indexes, constraints, triggers, matview refresh; `pg_restore -j`), sequence values, ANALYZE,
-//! and with `--create` the database's own settings last, so that a setting such as
+//! Order: pre-data schema (pg_restore in one transaction; large objects' owners, ACLs and
+//! comments from the backup's metadata file right after), then every chunk in parallel with
+//! `COPY ... FROM STDIN` (several chunks of one table may load at once, each in its own
+//! transaction), large-object data, post-data (indexes, constraints, triggers, matview refresh;
+//! `pg_restore -j`, reading the archive that also holds pre-data so that it knows which tables
+//! each statement locks), sequence values, ANALYZE, and with `--create` the database's own
+//! settings last, so that a setting such as
 //! `default_transaction_read_only = on` cannot break the restore itself.
 //!
 //! Each chunk's SHA-256 is checked as it streams; a mismatch aborts that chunk's COPY (its

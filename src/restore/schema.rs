@@ -23,7 +23,9 @@ fn restore_pgoptions() -> String {
     }
 }
 
-/// Runs pg_restore for one schema section of the backup into `target`.
+/// Runs pg_restore for one schema section of the backup into `target`: `args` name the
+/// section (`--section=...`), which selects it from the archive that holds it (one archive of
+/// both sections, or that section's own archive in backups of earlier versions).
 pub(super) fn pg_restore(
     conn: &ConnParams,
     dir: &Store,
@@ -33,7 +35,7 @@ pub(super) fn pg_restore(
     section: &str,
     mut args: Vec<OsString>,
 ) -> Result<()> {
-    let Some(file) = manifest.schema.iter().find(|s| s.section == section) else {
+    let Some(file) = manifest.schema_file(section) else {
         return Err(Error::Refused(format!(
             "the manifest lists no {section} schema file"
         )));

@@ -1,10 +1,13 @@
 //! Restore of the pg_dump strategies' backups ([`crate::format::stream`]).
 //!
 //! Restore streams the decompressed pieces, checking each piece's SHA-256 as it goes, into
-//! `psql -v ON_ERROR_STOP=1 --single-transaction` (plain) or `pg_restore --single-transaction`
-//! (custom, `--jobs 1`). A bad piece kills the child before its input ends, so its transaction
-//! rolls back and nothing of the restore is committed. Custom with `--jobs N > 1` needs a
-//! seekable file: the archive is decompressed (and so fully verified) into `--work-dir` first.
+//! `psql -v ON_ERROR_STOP=1 --single-transaction` (plain; the large objects' own
+//! `BEGIN;`/`COMMIT;` left out, see [`crate::source::script_filter`]) or
+//! `pg_restore --single-transaction` (custom, `--jobs 1`). A bad piece kills the child before
+//! its input ends, so its transaction rolls back and nothing of the restore is committed.
+//! Custom with `--jobs N > 1` (or `--clean` into an existing database) needs a seekable file:
+//! the archive is decompressed (and so fully verified) into `--work-dir` first, then restored
+//! section by section ([`restore_sections`]).
 
 use std::ffi::OsString;
 use std::fs;
@@ -34,19 +37,70 @@ use crate::source::conn::ConnParams;
 // Restore
 // ---------------------------------------------------------------------------------------------
 
-/// `restore --clean` of a custom archive into an existing database, the way the native restore
-/// does it: `pg_restore --clean` over the whole archive trips over objects it drops in the
-/// wrong order (foreign keys between the archive's tables, partitions' inherited constraints).
-/// So: drop the foreign keys touching the archive's tables, clean and recreate the pre-data
-/// section in one transaction, then load data and post-data.
-async fn clean_restore_sections(
+/// Restores a custom archive (decompressed into `file`) section by section: pre-data in one
+/// transaction, then data and post-data, each with `pg_restore --jobs N`.
+///
+/// Why not one `pg_restore --jobs N` over the whole archive: the archive came through a pipe,
+/// so it has no data offsets, and pg_restore then follows its own order rather than waiting
+/// for the data — PostgreSQL 18's `NOT NULL ... NOT VALID` on a partitioned parent depends
+/// only on the parent, ran before a partition's rows were loaded, and refused them. Sections
+/// make every statement of post-data wait for all of the data, as the native restore does.
+///
+/// With `clean` (`restore --clean` into an existing database): `pg_restore --clean` over the
+/// whole archive trips over objects it drops in the wrong order (foreign keys between the
+/// archive's tables, partitions' inherited constraints). So the foreign keys touching the
+/// archive's tables are dropped first, and pre-data is cleaned and recreated in its one
+/// transaction.
+async fn restore_sections(
     conn: &ConnParams,
     opts: &RestoreOptions,
     file: &Path,
     cancel: &CancellationToken,
+    clean: bool,
 ) -> Result<()> {
+    if clean {
+        drop_archive_foreign_keys(conn, opts, file).await?;
+    }
     let env = conn.child_env(&opts.target);
     let target = dbname_conninfo(&opts.target);
+    let mut pre: Vec<OsString> = vec!["--section=pre-data".into()];
+    if clean {
+        pre.extend(["--clean".into(), "--if-exists".into()]);
+    }
+    pre.push("--single-transaction".into());
+    let passes: [Vec<OsString>; 3] = [
+        pre,
+        vec![
+            "--section=data".into(),
+            format!("--jobs={}", opts.jobs.max(1)).into(),
+        ],
+        vec![
+            "--section=post-data".into(),
+            format!("--jobs={}", opts.jobs.max(1)).into(),
+        ],
+    ];
+    for mut args in passes {
+        args.extend([
+            "--exit-on-error".into(),
+            "--no-password".into(),
+            format!("--dbname={target}").into(),
+            file.as_os_str().to_os_string(),
+        ]);
+        let child = crate::source::pgrestore::spawn(args, &env, Stdio::null())?;
+        let pid = child.id();
+        let handle = tokio::task::spawn_blocking(move || child.wait());
+        supervise(pid, handle, cancel).await?;
+    }
+    Ok(())
+}
+
+/// Drops the foreign keys that touch the tables of the archive `file` in the target (for
+/// `--clean`).
+async fn drop_archive_foreign_keys(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    file: &Path,
+) -> Result<()> {
     let session = conn.connect(&opts.target).await?;
     let listing = std::process::Command::new(crate::source::child::pg_program("pg_restore"))
         .arg("--list")
@@ -77,37 +131,7 @@ async fn clean_restore_sections(
         })
         .map(|(schema, name, _)| (schema, name))
         .collect();
-    drop_foreign_keys(&session.client, &in_archive).await?;
-    drop(session);
-    let passes: [Vec<OsString>; 3] = [
-        vec![
-            "--section=pre-data".into(),
-            "--clean".into(),
-            "--if-exists".into(),
-            "--single-transaction".into(),
-        ],
-        vec![
-            "--section=data".into(),
-            format!("--jobs={}", opts.jobs.max(1)).into(),
-        ],
-        vec![
-            "--section=post-data".into(),
-            format!("--jobs={}", opts.jobs.max(1)).into(),
-        ],
-    ];
-    for mut args in passes {
-        args.extend([
-            "--exit-on-error".into(),
-            "--no-password".into(),
-            format!("--dbname={target}").into(),
-            file.as_os_str().to_os_string(),
-        ]);
-        let child = crate::source::pgrestore::spawn(args, &env, Stdio::null())?;
-        let pid = child.id();
-        let handle = tokio::task::spawn_blocking(move || child.wait());
-        supervise(pid, handle, cancel).await?;
-    }
-    Ok(())
+    drop_foreign_keys(&session.client, &in_archive).await
 }
 
 /// Restores a plain or custom backup (see the module documentation).
@@ -135,14 +159,10 @@ pub async fn restore_stream(
     let raw_total: u64 = manifest.stream.iter().map(|c| c.raw_bytes).sum();
 
     // pg_restore --jobs needs a seekable file: decompress (and so verify) it before anything
-    // touches the target.
+    // touches the target. --clean into an existing database needs it too: it is restored
+    // section by section (see restore_sections), even with --jobs 1.
     let mut temp: Option<TempFile> = None;
-    // --clean into an existing database must be all or nothing: pg_restore's DROPs can fail
-    // (e.g. on partitions' inherited constraints), and only the single-transaction stream
-    // rolls them back.
     let clean_existing = opts.clean && !opts.create;
-    // --clean into an existing database runs pg_restore section by section (as the native
-    // restore does), which needs the archive as a file.
     if kind == StrategyKind::Custom && (opts.jobs > 1 || clean_existing) {
         let work_dir = match &opts.work_dir {
             Some(d) => d.clone(),
@@ -174,22 +194,9 @@ pub async fn restore_stream(
     let env = conn.child_env(&opts.target);
     progress.start("restore", raw_total);
     let result = match (kind, &temp) {
-        (StrategyKind::Custom, Some(file)) if clean_existing => {
-            clean_restore_sections(conn, opts, &file.0, &cancel).await
-        }
         (StrategyKind::Custom, Some(file)) => {
-            let mut args: Vec<OsString> = vec![
-                "--exit-on-error".into(),
-                format!("--jobs={}", opts.jobs).into(),
-                "--no-password".into(),
-                format!("--dbname={target}").into(),
-            ];
-            args.push(file.0.clone().into_os_string());
             progress.worker_busy(0, "pg_restore");
-            let child = crate::source::pgrestore::spawn(args, &env, Stdio::null())?;
-            let pid = child.id();
-            let handle = tokio::task::spawn_blocking(move || child.wait());
-            supervise(pid, handle, &cancel).await
+            restore_sections(conn, opts, &file.0, &cancel, clean_existing).await
         }
         _ => {
             let (program, mut args): (&str, Vec<OsString>) = match kind {
@@ -275,10 +282,18 @@ fn feed(
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    // A plain script from newer tools may set parameters the target lacks (see pgrestore).
-    let mut stdin = crate::source::pgrestore::SettingsFilter::new(
+    // A plain script from newer tools may set parameters the target lacks (see pgrestore),
+    // and its large objects' own BEGIN/COMMIT would end psql's single transaction early
+    // (see script_filter). A custom archive is binary and goes through unchanged.
+    let plain = m.strategy.kind == StrategyKind::Plain;
+    let mut stdin = crate::source::script_filter::ScriptFilter::new(
         child.stdin().expect("stdin is piped"),
-        crate::source::pgrestore::settings_to_leave_out(),
+        if plain {
+            crate::source::pgrestore::settings_to_leave_out()
+        } else {
+            vec![]
+        },
+        plain,
     );
     let mut dec = match open_stream(dir, m) {
         Ok(d) => d,

@@ -14,5 +14,6 @@ pub mod pgrestore;
 pub mod pgtools;
 pub mod plan;
 pub mod probe;
+pub mod script_filter;
 pub mod sink;
 pub(crate) mod snapshot_loss;

@@ -12,21 +12,30 @@ use crate::format::manifest::Chunk;
 use crate::source::child::{Child, ChildSet};
 use crate::source::conn::ConnParams;
 
-/// Runs `pg_dump --format=custom --section=SECTION --snapshot=ID` on `dbname` and stores its
-/// archive as `root/rel` (pg_dump compresses custom archives itself, so stored as-is).
-/// Large-object metadata (owner, ACL, comment) is part of the pre-data section.
-pub fn dump_schema_section(
+/// Runs `pg_dump --format=custom --section=pre-data --section=post-data --snapshot=ID` on
+/// `dbname` and stores its archive as `root/rel` (pg_dump compresses custom archives itself, so
+/// stored as-is).
+///
+/// One archive with both sections, restored section by section: pg_restore's parallel
+/// scheduler learns which tables a post-data statement locks from the TABLE entries it depends
+/// on, so they must be in the archive it reads (a post-data-only archive has none, and two
+/// foreign keys on the same tables then run at once and can deadlock). Not `--schema-only`:
+/// that also leaves out the post-data `REFRESH MATERIALIZED VIEW` entries, which are how a
+/// native restore fills materialized views. The data section stays out (the COPY workers
+/// have it); large-object metadata is dbbackup's own file (pg_dump before 17 also puts it in
+/// pre-data, where its restore is a no-op beside ours).
+pub fn dump_schema(
     conn: &ConnParams,
     dbname: &str,
     snapshot: &str,
-    section: &str,
     root: &crate::storage::Store,
     rel: &str,
     children: &ChildSet,
 ) -> Result<Chunk> {
     let args: Vec<OsString> = vec![
         "--format=custom".into(),
-        format!("--section={section}").into(),
+        "--section=pre-data".into(),
+        "--section=post-data".into(),
         format!("--snapshot={snapshot}").into(),
         "--no-password".into(),
     ];
