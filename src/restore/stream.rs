@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::failure::{stream_plan, Ledger, Phase};
 use super::options::{RestoreOptions, RestoreSummary};
 use super::target::{drop_foreign_keys, prepare_target};
 use crate::error::{Error, Result};
@@ -44,6 +45,7 @@ async fn clean_restore_sections(
     opts: &RestoreOptions,
     file: &Path,
     cancel: &CancellationToken,
+    ledger: &Ledger,
 ) -> Result<()> {
     let env = conn.child_env(&opts.target);
     let target = dbname_conninfo(&opts.target);
@@ -77,6 +79,7 @@ async fn clean_restore_sections(
         })
         .map(|(schema, name, _)| (schema, name))
         .collect();
+    ledger.begin(Phase::CleanForeignKeys);
     drop_foreign_keys(&session.client, &in_archive).await?;
     drop(session);
     let passes: [Vec<OsString>; 3] = [
@@ -95,7 +98,11 @@ async fn clean_restore_sections(
             format!("--jobs={}", opts.jobs.max(1)).into(),
         ],
     ];
-    for mut args in passes {
+    for (phase, mut args) in [Phase::PreData, Phase::Data, Phase::PostData]
+        .into_iter()
+        .zip(passes)
+    {
+        ledger.begin(phase);
         args.extend([
             "--exit-on-error".into(),
             "--no-password".into(),
@@ -111,12 +118,13 @@ async fn clean_restore_sections(
 }
 
 /// Restores a plain or custom backup (see the module documentation).
-pub async fn restore_stream(
+pub(crate) async fn restore_stream(
     conn: &ConnParams,
     opts: &RestoreOptions,
     manifest: &Manifest,
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
+    ledger: &Ledger,
 ) -> Result<RestoreSummary> {
     let kind = manifest.strategy.kind;
     if kind == StrategyKind::Plain && opts.clean && !opts.create {
@@ -169,13 +177,28 @@ pub async fn restore_stream(
         temp = Some(t);
     }
 
-    prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
+    let first: &[Phase] = match (kind, &temp) {
+        (StrategyKind::Custom, Some(_)) if clean_existing => &[
+            Phase::CleanForeignKeys,
+            Phase::PreData,
+            Phase::Data,
+            Phase::PostData,
+        ],
+        (StrategyKind::Custom, Some(_)) => &[Phase::ParallelArchive],
+        (StrategyKind::Plain, _) => &[Phase::Script],
+        _ => &[Phase::Archive],
+    };
+    ledger.plan(&stream_plan(first, opts.create));
+    prepare_target(conn, opts, &manifest.database, progress.as_ref(), ledger).await?;
+    if first[0] != Phase::CleanForeignKeys {
+        ledger.begin(first[0]);
+    }
     let target = dbname_conninfo(&opts.target);
     let env = conn.child_env(&opts.target);
     progress.start("restore", raw_total);
     let result = match (kind, &temp) {
         (StrategyKind::Custom, Some(file)) if clean_existing => {
-            clean_restore_sections(conn, opts, &file.0, &cancel).await
+            clean_restore_sections(conn, opts, &file.0, &cancel, ledger).await
         }
         (StrategyKind::Custom, Some(file)) => {
             let mut args: Vec<OsString> = vec![
@@ -198,6 +221,7 @@ pub async fn restore_stream(
                     vec![
                         "-X".into(),
                         "-q".into(),
+                        "--echo-errors".into(),
                         "-v".into(),
                         "ON_ERROR_STOP=1".into(),
                         "--single-transaction".into(),
@@ -240,6 +264,7 @@ pub async fn restore_stream(
     drop(temp);
     result?;
 
+    ledger.begin(Phase::Analyze);
     let session = conn.connect(&opts.target).await?;
     session
         .client
@@ -248,6 +273,7 @@ pub async fn restore_stream(
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
     drop(session);
     if opts.create {
+        ledger.begin(Phase::Settings);
         crate::source::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
             .await?;
     }
