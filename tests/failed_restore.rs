@@ -388,3 +388,58 @@ fn ctrl_c_during_a_create_restore_drops_the_database_it_created() {
     );
     assert!(!database_exists(&target), "{target} is left");
 }
+
+#[test]
+fn a_cluster_restore_drops_the_database_that_failed_and_keeps_it_with_keep_failed() {
+    // Every database of a cluster backup is created by its restore: one that fails is dropped
+    // like with --create, and the others are restored all the same.
+    let c = cluster();
+    let base = c.unique_db("failed_cl");
+    let (bad, good) = (format!("{base}_bad"), format!("{base}_good"));
+    c.create_db(&bad);
+    c.load_fixture(&bad, "fails_in_post_data.sql");
+    c.create_db(&good);
+    c.psql(
+        &good,
+        "CREATE TABLE g(x int); INSERT INTO g VALUES (1), (2)",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cluster");
+    run_ok(
+        dbbackup()
+            .args([
+                "backup", "cluster", "--quiet", "--format", "native", "--out",
+            ])
+            .arg(&out)
+            .args(["--include-database", &format!("{base}_*")]),
+    );
+    for keep in [false, true] {
+        let mut cmd = dbbackup();
+        cmd.arg("restore")
+            .arg(&out)
+            .args(["--quiet", "--clean", "--jobs", "2"]);
+        if keep {
+            cmd.arg("--keep-failed");
+        }
+        let o = cmd.stdin(Stdio::null()).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+        let stderr = text(&o.stderr);
+        let said = if keep {
+            format!("the database \"{bad}\" that this restore created is kept as the restore left it: database created; pre-data (schema) done; data loaded (2 tables); post-data")
+        } else {
+            format!("the database \"{bad}\" that this restore created was dropped")
+        };
+        assert!(stderr.contains(&said), "{said:?}\n{}", describe(&o));
+        assert!(
+            stderr.contains(
+                "ERROR:  division by zero | Command was: REFRESH MATERIALIZED VIEW public.mv;"
+            ),
+            "{}",
+            describe(&o)
+        );
+        assert_eq!(database_exists(&bad), keep, "keep-failed {keep}");
+        assert_eq!(c.psql(&good, "SELECT count(*) FROM g"), "2");
+    }
+    c.drop_db(&bad);
+    c.drop_db(&good);
+}
