@@ -97,6 +97,18 @@ pub enum Error {
     #[error("{0}")]
     DrillFailed(String),
 
+    /// A restore failed (or was interrupted) after it had begun on its target: what failed
+    /// where, then on the next line what the restore left there (the database it created
+    /// dropped, or which phases were done and how to start over).
+    #[error("restore into {target:?} failed in {phase}: {source}\n{left}")]
+    RestoreFailed {
+        target: String,
+        phase: String,
+        #[source]
+        source: Box<Error>,
+        left: String,
+    },
+
     /// The job was interrupted (Ctrl-C / SIGTERM).
     #[error("interrupted")]
     Interrupted,
@@ -170,7 +182,9 @@ impl Error {
             Error::Connect { source, .. } | Error::Query { source, .. } => {
                 source.as_db_error().map(|e| e.code().code())
             }
-            Error::SnapshotLost { source } => source.sqlstate(),
+            Error::SnapshotLost { source } | Error::RestoreFailed { source, .. } => {
+                source.sqlstate()
+            }
             _ => None,
         }
     }

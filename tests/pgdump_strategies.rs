@@ -691,10 +691,18 @@ fn corrupt_chunk_stops_restore_and_verify_naming_the_file() {
         );
 
         let target = c.unique_db(&format!("corrupt_{kind}_{jobs}"));
+        // --keep-failed: the database the failed restore created stays, to look inside.
         let out = run_fail(
             dbbackup()
                 .args([
-                    "restore", "--quiet", "--create", "--jobs", jobs, "--dbname", &target,
+                    "restore",
+                    "--quiet",
+                    "--create",
+                    "--jobs",
+                    jobs,
+                    "--dbname",
+                    &target,
+                    "--keep-failed",
                 ])
                 .arg(&dir),
         );

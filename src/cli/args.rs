@@ -278,6 +278,11 @@ pub struct RestoreArgs {
     /// objects of the backup that already exist in the target
     #[arg(long)]
     pub clean: bool,
+    /// A restore that fails drops the database it created (--create, and every database of a
+    /// cluster backup) and says so; with this flag the database is kept as the failed restore
+    /// left it, to look at. Into an existing database the error names what was done instead
+    #[arg(long)]
+    pub keep_failed: bool,
     #[command(flatten)]
     pub load: LoadArgs,
     /// No progress output

@@ -200,6 +200,7 @@ pub async fn restore_cluster(
         clean: args.clean,
         jobs,
         work_dir: args.load.work_dir.clone(),
+        keep_failed: args.keep_failed,
     };
     let progress: Arc<dyn Progress> = reporter(args.quiet);
     let report = dbbackup::cluster::restore_cluster(conn, &opts, progress, cancel).await?;

@@ -184,6 +184,7 @@ pub async fn restore(
         clean: args.clean,
         jobs,
         work_dir: args.load.work_dir,
+        keep_failed: args.keep_failed,
     };
     let progress: Arc<dyn dbbackup::progress::Progress> = reporter(args.quiet);
     let s = restore_database(conn, &opts, progress, cancel).await?;

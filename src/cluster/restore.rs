@@ -36,6 +36,8 @@ pub struct ClusterRestoreOptions {
     /// `--memory-limit` (one database restores at a time, so each gets all of it).
     pub memory_limit: Option<u64>,
     pub jobs_explicit: bool,
+    /// `--keep-failed`: a database whose restore failed is kept as it was left, not dropped.
+    pub keep_failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +177,7 @@ pub async fn restore_cluster(
             work_dir: opts.work_dir.clone(),
             memory_limit: opts.memory_limit,
             jobs_explicit: opts.jobs_explicit,
+            keep_failed: opts.keep_failed,
         };
         let r = restore_database(conn, &ropts, progress.clone(), cancel.clone()).await;
         let outcome = DbRestoreOutcome {

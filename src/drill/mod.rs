@@ -135,6 +135,8 @@ pub async fn drill_database(
         work_dir: opts.work_dir.clone(),
         memory_limit: opts.memory_limit,
         jobs_explicit: opts.jobs_explicit,
+        // A failed restore drops the scratch database itself, saying so, unless it is kept.
+        keep_failed: opts.keep_scratch,
     };
     let mut differences = Vec::new();
     let mut counted = (0, 0, 0, 0);

@@ -20,6 +20,7 @@ use crate::source::conn::ConnParams;
 use crate::source::copy::copy_in_sql;
 use crate::storage::Store;
 
+use super::failure::Ledger;
 use super::options::{RestoreOptions, RestoreSummary};
 
 /// A unit of loading work.
@@ -44,6 +45,7 @@ pub(super) async fn load_data(
     progress: &Arc<dyn Progress>,
     cancel: &CancellationToken,
     summary: &mut RestoreSummary,
+    ledger: &Ledger,
 ) -> Result<()> {
     let mut loads: Vec<Load> = Vec::new();
     for (i, t) in manifest.tables.iter().enumerate() {
@@ -71,6 +73,8 @@ pub(super) async fn load_data(
     let workers = opts.jobs.max(1).min(loads.len().max(1));
     let queue = Arc::new(Mutex::new(VecDeque::from(loads)));
     let tables = Arc::new(manifest.tables.clone());
+    // Chunks committed per table: what a failed restore reports having loaded.
+    let committed = Arc::new(Mutex::new(vec![0usize; manifest.tables.len()]));
     let mut set = JoinSet::new();
     for worker in 0..workers {
         let conn = conn.clone();
@@ -79,6 +83,7 @@ pub(super) async fn load_data(
         let queue = queue.clone();
         let tables = tables.clone();
         let progress = progress.clone();
+        let committed = committed.clone();
         set.spawn(async move {
             let session = conn.connect(&target).await?;
             // A crash mid-restore means restoring again anyway, so loaders need not wait for
@@ -96,6 +101,7 @@ pub(super) async fn load_data(
                         let t = &tables[*table];
                         progress.worker_busy(worker, &t.display_name());
                         load_rows(&session.client, &root, t, chunk, &progress).await?;
+                        committed.lock().unwrap()[*table] += 1;
                     }
                     Load::LargeObjects { chunk } => {
                         progress.worker_busy(worker, "large objects");
@@ -122,6 +128,15 @@ pub(super) async fn load_data(
     set.abort_all();
     while set.join_next().await.is_some() {}
     progress.finish();
+    let committed = committed.lock().unwrap();
+    ledger.tables(
+        manifest
+            .tables
+            .iter()
+            .zip(committed.iter())
+            .map(|(t, done)| (t.chunks().count(), *done))
+            .collect(),
+    );
     failure.map_or(Ok(()), Err)
 }
 

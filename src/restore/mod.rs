@@ -14,15 +14,18 @@
 //!
 //! This file runs the phases in order; the target database is prepared in `target.rs`, the
 //! pg_restore sections and sequences are `schema.rs`, the data `load.rs`, and backups made by
-//! pg_dump (plain/custom) are restored by [`stream`].
+//! pg_dump (plain/custom) are restored by [`stream`]. What a failed restore left, and dropping
+//! the database it created, is `failure.rs`, which wraps the whole.
 
 pub mod budget;
+mod failure;
 mod load;
 mod options;
 mod schema;
 pub mod stream;
 mod target;
 
+pub use failure::restore_database;
 pub use options::{RestoreOptions, RestoreSummary};
 
 use std::sync::Arc;
@@ -36,15 +39,17 @@ use crate::memory::Wanted;
 use crate::progress::Progress;
 use crate::source::conn::ConnParams;
 
+use failure::{Ledger, Phase};
 use load::load_data;
 use schema::{pg_restore, set_sequences};
 use target::{drop_foreign_keys, prepare_target};
 
-pub async fn restore_database(
+async fn restore_phases(
     conn: &ConnParams,
     opts: &RestoreOptions,
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
+    ledger: &Ledger,
 ) -> Result<RestoreSummary> {
     let manifest = Manifest::load(&opts.dir)?;
     if manifest.status != Status::Complete {
@@ -82,9 +87,9 @@ pub async fn restore_database(
         ..opts.clone()
     };
     if manifest.strategy.kind != StrategyKind::Native {
-        let mut s =
-            crate::restore::stream::restore_stream(conn, opts, &manifest, progress, cancel).await?;
+        let mut s = stream::restore_stream(conn, opts, &manifest, progress, cancel, ledger).await?;
         if reuse {
+            ledger.begin(Phase::Settings);
             crate::source::dbprops::apply_database_properties(
                 conn,
                 &opts.target,
@@ -121,9 +126,12 @@ pub async fn restore_database(
         progress.as_ref(),
     )
     .await?;
-    prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
+    let clean_existing = opts.clean && !opts.create;
+    ledger.plan(&failure::native_plan(clean_existing, opts.create || reuse));
+    prepare_target(conn, opts, &manifest.database, progress.as_ref(), ledger).await?;
     let target = conn.connect(&opts.target).await?;
-    if opts.clean && !opts.create {
+    if clean_existing {
+        ledger.begin(Phase::CleanForeignKeys);
         let tables: Vec<(String, String)> = manifest
             .tables
             .iter()
@@ -133,6 +141,7 @@ pub async fn restore_database(
     }
 
     // One transaction: the schema goes in whole or not at all.
+    ledger.begin(Phase::PreData);
     let mut pre = vec![
         "--section=pre-data".into(),
         "--exit-on-error".into(),
@@ -150,17 +159,33 @@ pub async fn restore_database(
         &manifest,
         "pre-data",
         pre,
-    )?;
+        &cancel,
+    )
+    .await?;
     phase(&mut summary, "pre-data");
 
+    ledger.begin(Phase::Data);
     if let Some(metadata) = &manifest.large_objects.metadata {
         crate::source::largeobj::restore_metadata(&target.client, &opts.dir, metadata).await?;
     }
-    load_data(conn, opts, &manifest, &progress, &cancel, &mut summary).await?;
+    load_data(
+        conn,
+        opts,
+        &manifest,
+        &progress,
+        &cancel,
+        &mut summary,
+        ledger,
+    )
+    .await?;
     phase(&mut summary, "data");
 
+    ledger.begin(Phase::PostData);
+    // Stop at the first error: going on past one would build the rest of post-data on top of
+    // a failure that the exit status reports anyway.
     let post = vec![
         "--section=post-data".into(),
+        "--exit-on-error".into(),
         format!("--jobs={}", opts.jobs.max(1)).into(),
     ];
     pg_restore(
@@ -171,9 +196,12 @@ pub async fn restore_database(
         &manifest,
         "post-data",
         post,
-    )?;
+        &cancel,
+    )
+    .await?;
     phase(&mut summary, "post-data");
 
+    ledger.begin(Phase::Sequences);
     set_sequences(&target.client, &manifest).await?;
     target
         .client
@@ -182,6 +210,7 @@ pub async fn restore_database(
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
     phase(&mut summary, "analyze");
     if opts.create || reuse {
+        ledger.begin(Phase::Settings);
         crate::source::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
             .await?;
     }

@@ -16,6 +16,9 @@ pub struct RestoreOptions {
     pub memory_limit: Option<u64>,
     /// `jobs` was chosen by the user: refused, not shrunk, when it does not fit.
     pub jobs_explicit: bool,
+    /// `--keep-failed`: a database this restore created stays when the restore fails (by
+    /// default it is dropped; see `failure.rs`).
+    pub keep_failed: bool,
 }
 
 #[derive(Debug, Default)]

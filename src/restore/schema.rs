@@ -2,13 +2,16 @@
 //! and the sequence values.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::chunk::ChunkReader;
 use crate::format::manifest::{quote_ident, Chunk, Manifest};
+use crate::source::child::{supervise, Child};
 use crate::source::conn::{dbname_conninfo, ConnParams};
 use crate::storage::Store;
 
@@ -25,8 +28,10 @@ fn restore_pgoptions() -> String {
 
 /// Runs pg_restore for one schema section of the backup into `target`: `args` name the
 /// section (`--section=...`), which selects it from the archive that holds it (one archive of
-/// both sections, or that section's own archive in backups of earlier versions).
-pub(super) fn pg_restore(
+/// both sections, or that section's own archive in backups of earlier versions). On
+/// cancellation its process group is stopped ([`supervise`]).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn pg_restore(
     conn: &ConnParams,
     dir: &Store,
     work_dir: Option<&std::path::Path>,
@@ -34,6 +39,7 @@ pub(super) fn pg_restore(
     manifest: &Manifest,
     section: &str,
     mut args: Vec<OsString>,
+    cancel: &CancellationToken,
 ) -> Result<()> {
     let Some(file) = manifest.schema_file(section) else {
         return Err(Error::Refused(format!(
@@ -45,7 +51,15 @@ pub(super) fn pg_restore(
     let mut env = conn.child_env(target);
     env.push(("PGOPTIONS".into(), restore_pgoptions()));
     if file.chunk.encrypted {
-        return pg_restore_from_stdin(dir, &file.chunk, args, &env);
+        args.retain(|a| !a.to_string_lossy().starts_with("--jobs="));
+        // Opened first: a missing or wrong identity is said before pg_restore starts.
+        let reader = ChunkReader::open(dir, &file.chunk)?;
+        let child = crate::source::pgrestore::spawn(args, &env, Stdio::piped())?;
+        let pid = child.id();
+        let what = dir.describe(&file.chunk.file);
+        let handle =
+            tokio::task::spawn_blocking(move || pg_restore_from_stdin(child, reader, what));
+        return supervise(pid, handle, cancel).await;
     }
     // pg_restore --jobs reads a file; from an object store it is staged (and checked) first.
     let staged = match dir.local_dir() {
@@ -59,33 +73,26 @@ pub(super) fn pg_restore(
             Some(staged)
         }
     };
-    let result = crate::source::pgrestore::spawn(args, &env, Stdio::null())?.wait();
-    drop(staged);
-    result
+    let child = crate::source::pgrestore::spawn(args, &env, Stdio::null())?;
+    let pid = child.id();
+    let handle = tokio::task::spawn_blocking(move || {
+        let result = child.wait();
+        drop(staged);
+        result
+    });
+    supervise(pid, handle, cancel).await
 }
 
 /// An encrypted archive is decrypted in memory only: pg_restore reads it from its stdin (which
 /// rules out `--jobs`, for that needs a file to seek in). pg_restore sees the end of its input
 /// only once the stored bytes' size and checksum proved right; otherwise it is stopped first.
-fn pg_restore_from_stdin(
-    dir: &Store,
-    chunk: &Chunk,
-    mut args: Vec<OsString>,
-    env: &[(String, String)],
-) -> Result<()> {
-    args.retain(|a| !a.to_string_lossy().starts_with("--jobs="));
-    let mut reader = ChunkReader::open(dir, chunk)?;
-    let mut child = crate::source::pgrestore::spawn(args, env, Stdio::piped())?;
+fn pg_restore_from_stdin(mut child: Child, mut reader: ChunkReader, what: PathBuf) -> Result<()> {
     let mut stdin = child.stdin().expect("stdin is piped");
     if let Err(e) = std::io::copy(&mut reader, &mut stdin) {
         drop(stdin);
         // pg_restore stopped reading: its exit status says why, if it failed.
         child.wait()?;
-        return Err(Error::io(
-            "feeding pg_restore from",
-            dir.describe(&chunk.file),
-            e,
-        ));
+        return Err(Error::io("feeding pg_restore from", what, e));
     }
     if let Err(e) = reader.finish() {
         child.terminate();

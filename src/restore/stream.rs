@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::failure::{stream_plan, Ledger, Phase};
 use super::options::{RestoreOptions, RestoreSummary};
 use super::target::{drop_foreign_keys, prepare_target};
 use crate::error::{Error, Result};
@@ -57,8 +58,10 @@ async fn restore_sections(
     file: &Path,
     cancel: &CancellationToken,
     clean: bool,
+    ledger: &Ledger,
 ) -> Result<()> {
     if clean {
+        ledger.begin(Phase::CleanForeignKeys);
         drop_archive_foreign_keys(conn, opts, file).await?;
     }
     let env = conn.child_env(&opts.target);
@@ -79,7 +82,11 @@ async fn restore_sections(
             format!("--jobs={}", opts.jobs.max(1)).into(),
         ],
     ];
-    for mut args in passes {
+    for (phase, mut args) in [Phase::PreData, Phase::Data, Phase::PostData]
+        .into_iter()
+        .zip(passes)
+    {
+        ledger.begin(phase);
         args.extend([
             "--exit-on-error".into(),
             "--no-password".into(),
@@ -135,12 +142,13 @@ async fn drop_archive_foreign_keys(
 }
 
 /// Restores a plain or custom backup (see the module documentation).
-pub async fn restore_stream(
+pub(crate) async fn restore_stream(
     conn: &ConnParams,
     opts: &RestoreOptions,
     manifest: &Manifest,
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
+    ledger: &Ledger,
 ) -> Result<RestoreSummary> {
     let kind = manifest.strategy.kind;
     if kind == StrategyKind::Plain && opts.clean && !opts.create {
@@ -189,14 +197,30 @@ pub async fn restore_stream(
         temp = Some(t);
     }
 
-    prepare_target(conn, opts, &manifest.database, progress.as_ref()).await?;
+    let first: &[Phase] = match (kind, &temp) {
+        (StrategyKind::Custom, Some(_)) if clean_existing => &[
+            Phase::CleanForeignKeys,
+            Phase::PreData,
+            Phase::Data,
+            Phase::PostData,
+        ],
+        (StrategyKind::Custom, Some(_)) => &[Phase::PreData, Phase::Data, Phase::PostData],
+        (StrategyKind::Plain, _) => &[Phase::Script],
+        _ => &[Phase::Archive],
+    };
+    ledger.plan(&stream_plan(first, opts.create));
+    prepare_target(conn, opts, &manifest.database, progress.as_ref(), ledger).await?;
+    // Section-by-section restores mark their own phases as they go.
+    if !matches!(first[0], Phase::CleanForeignKeys | Phase::PreData) {
+        ledger.begin(first[0]);
+    }
     let target = dbname_conninfo(&opts.target);
     let env = conn.child_env(&opts.target);
     progress.start("restore", raw_total);
     let result = match (kind, &temp) {
         (StrategyKind::Custom, Some(file)) => {
             progress.worker_busy(0, "pg_restore");
-            restore_sections(conn, opts, &file.0, &cancel, clean_existing).await
+            restore_sections(conn, opts, &file.0, &cancel, clean_existing, ledger).await
         }
         _ => {
             let (program, mut args): (&str, Vec<OsString>) = match kind {
@@ -205,6 +229,7 @@ pub async fn restore_stream(
                     vec![
                         "-X".into(),
                         "-q".into(),
+                        "--echo-errors".into(),
                         "-v".into(),
                         "ON_ERROR_STOP=1".into(),
                         "--single-transaction".into(),
@@ -247,6 +272,7 @@ pub async fn restore_stream(
     drop(temp);
     result?;
 
+    ledger.begin(Phase::Analyze);
     let session = conn.connect(&opts.target).await?;
     session
         .client
@@ -255,6 +281,7 @@ pub async fn restore_stream(
         .map_err(|e| Error::query(format!("analyzing database {}", opts.target), e))?;
     drop(session);
     if opts.create {
+        ledger.begin(Phase::Settings);
         crate::source::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
             .await?;
     }

@@ -8,14 +8,17 @@ use crate::format::manifest::{quote_ident, DatabaseInfo};
 use crate::progress::Progress;
 use crate::source::conn::ConnParams;
 
+use super::failure::Ledger;
 use super::options::RestoreOptions;
 
-/// Creates the target (`--create`) or checks that it may be written to.
+/// Creates the target (`--create`, noted in `ledger` with its OID: what a failed restore may
+/// drop) or checks that it may be written to.
 pub(super) async fn prepare_target(
     conn: &ConnParams,
     opts: &RestoreOptions,
     db: &DatabaseInfo,
     progress: &dyn Progress,
+    ledger: &Ledger,
 ) -> Result<()> {
     let maint = conn.connect(&conn.maintenance_db).await?;
     let exists = maint
@@ -62,6 +65,16 @@ pub(super) async fn prepare_target(
             .batch_execute(&create)
             .await
             .map_err(|e| Error::query(format!("creating database {:?}", opts.target), e))?;
+        let oid: u32 = maint
+            .client
+            .query_one(
+                "SELECT oid FROM pg_database WHERE datname = $1",
+                &[&opts.target],
+            )
+            .await
+            .map_err(|e| Error::query("looking up the database just created", e))?
+            .get(0);
+        ledger.created(&opts.target, oid);
         return Ok(());
     }
     if !exists {

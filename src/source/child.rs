@@ -18,9 +18,12 @@ use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::source::first_error::FirstError;
 
 /// Lines of stderr kept for the error message.
 const STDERR_TAIL_LINES: usize = 20;
+/// Bytes of one stderr line kept (a child may echo a huge statement on one line).
+const STDERR_LINE_BYTES: usize = 16 * 1024;
 /// Time a child gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -60,6 +63,8 @@ pub struct Child {
     inner: std::process::Child,
     program: String,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// The first error the child reported, with its statement ([`FirstError`]).
+    first_error: Arc<Mutex<FirstError>>,
     stderr_reader: Option<thread::JoinHandle<()>>,
     reaped: bool,
     /// A program that reads this one's stdout through a filter ([`Child::pipe_into`]).
@@ -129,11 +134,16 @@ impl Child {
         })?;
         LIVE_GROUPS.lock().unwrap().push(inner.id() as i32);
         let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let first_error = Arc::new(Mutex::new(FirstError::new(program)));
         let stderr = inner.stderr.take().expect("piped");
-        let tail2 = tail.clone();
+        let (tail2, first2) = (tail.clone(), first_error.clone());
         let stderr_reader = thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
+            let mut reader = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            // Read to the end whatever comes: a child blocked on a full stderr pipe would hang.
+            while let Ok(Some(full_len)) = read_bounded_line(&mut reader, &mut buf) {
+                let line = String::from_utf8_lossy(&buf).into_owned();
+                first2.lock().unwrap().push(&line, full_len);
                 let mut t = tail2.lock().unwrap();
                 if t.len() >= stderr_lines.max(1) {
                     t.pop_front();
@@ -145,6 +155,7 @@ impl Child {
             inner,
             program: program.to_string(),
             tail,
+            first_error,
             stderr_reader: Some(stderr_reader),
             reaped: false,
             downstream: None,
@@ -193,6 +204,16 @@ impl Child {
             .join("\n")
     }
 
+    /// What explains a failure: the first error with its statement when the child reported
+    /// one, else the last lines of stderr.
+    fn stderr_message(&self) -> String {
+        self.first_error
+            .lock()
+            .unwrap()
+            .render()
+            .unwrap_or_else(|| self.stderr_tail())
+    }
+
     /// [`Child::wait`], also returning the stderr lines kept (read to the end).
     pub fn wait_with_stderr(self) -> (Result<()>, String) {
         let tail = self.tail.clone();
@@ -219,7 +240,7 @@ impl Child {
         if let Some(h) = self.stderr_reader.take() {
             let _ = h.join();
         }
-        let own = check_status(&self.program, status, &self.stderr_tail());
+        let own = check_status(&self.program, status, &self.stderr_message());
         let Some(Downstream { mut child, pump }) = self.downstream.take() else {
             return own;
         };
@@ -289,6 +310,36 @@ impl Drop for Child {
         // A child we stopped caring about (error, timeout, Ctrl-C) must not outlive us.
         if !self.reaped {
             self.terminate();
+        }
+    }
+}
+
+/// Reads one line into `buf` (without its newline), keeping at most [`STDERR_LINE_BYTES`] of
+/// it; returns the line's whole length, or `None` at the end of input.
+fn read_bounded_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<usize>> {
+    buf.clear();
+    let mut len = 0;
+    let mut any = false;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(any.then_some(len));
+        }
+        any = true;
+        let (part, used) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        let room = STDERR_LINE_BYTES.saturating_sub(buf.len());
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        len += part.len();
+        let consumed = used.unwrap_or(available.len());
+        reader.consume(consumed);
+        if used.is_some() {
+            return Ok(Some(len));
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod child;
 pub mod conn;
 pub mod copy;
 pub mod dbprops;
+mod first_error;
 pub mod large_values;
 pub mod largeobj;
 pub mod pgdump;

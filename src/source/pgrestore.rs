@@ -52,6 +52,8 @@ pub fn spawn(args: Vec<OsString>, env: &[(String, String)], stdin: Stdio) -> Res
     let mut psql_args: Vec<OsString> = vec![
         "-X".into(),
         "-q".into(),
+        // The failed statement on stderr, for the error message (see `first_error`).
+        "--echo-errors".into(),
         "-v".into(),
         "ON_ERROR_STOP=1".into(),
         "--no-password".into(),
