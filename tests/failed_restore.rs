@@ -443,3 +443,60 @@ fn a_cluster_restore_drops_the_database_that_failed_and_keeps_it_with_keep_faile
     c.drop_db(&bad);
     c.drop_db(&good);
 }
+
+/// On server `major` with the client tools the harness gives it (18 for 16 and 18): the same
+/// failure in every format, found in those tools' words. On 16 the 18 tools' pg_restore writes
+/// its script into psql (`transaction_timeout` is left out), so the first error comes from psql.
+fn fails_and_drops_on(major: u32) {
+    let c = support::cluster_of(major);
+    let src = c.unique_db(&format!("failing_src_{major}"));
+    c.create_db(&src);
+    c.load_fixture(&src, "fails_in_post_data.sql");
+    let tmp = tempfile::tempdir().unwrap();
+    for format in FORMATS {
+        let dir = tmp.path().join(format);
+        run_ok(
+            support::dbbackup_for(c)
+                .args([
+                    "backup", "single", &src, "--quiet", "--format", format, "--out",
+                ])
+                .arg(&dir),
+        );
+        let target = c.unique_db(&format!("failed_{major}_{format}"));
+        let out = support::dbbackup_for(c)
+            .arg("restore")
+            .arg(&dir)
+            .args(["--quiet", "-d", &target, "--create", "--jobs", "2"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (first, rest) = error_message(&out);
+        assert_first_error(&first, &out);
+        if major == 16 {
+            // pg_restore's script through psql, which echoes the failed statement.
+            assert!(first.contains(": psql failed"), "{}", describe(&out));
+        }
+        assert_eq!(
+            rest,
+            [format!(
+                "the database \"{target}\" that this restore created was dropped"
+            )],
+            "{major} {format}\n{}",
+            describe(&out)
+        );
+        let left = c.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname = {}",
+                quote_literal(&target)
+            ),
+        );
+        assert_eq!(left, "0", "{major} {format}: {target} is left");
+    }
+}
+
+#[test]
+fn the_first_error_is_found_in_what_the_18_tools_write_on_16_and_18() {
+    fails_and_drops_on(16);
+    fails_and_drops_on(18);
+}

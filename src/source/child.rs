@@ -421,3 +421,27 @@ impl ChildSet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_lines_are_read_whole_but_kept_bounded() {
+        let long = "x".repeat(STDERR_LINE_BYTES * 3);
+        let input = format!("short\n\n{long}\nlast without newline");
+        // A small buffer: lines arrive in many pieces.
+        let mut reader = BufReader::with_capacity(7, input.as_bytes());
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        while let Some(len) = read_bounded_line(&mut reader, &mut buf).unwrap() {
+            seen.push((String::from_utf8(buf.clone()).unwrap(), len));
+        }
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0], ("short".to_string(), 5));
+        assert_eq!(seen[1], (String::new(), 0));
+        assert_eq!(seen[2].0.len(), STDERR_LINE_BYTES);
+        assert_eq!(seen[2].1, long.len());
+        assert_eq!(seen[3], ("last without newline".to_string(), 20));
+    }
+}
