@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: `bash scripts/test.sh [extra cargo test args]`.
+# The project's test command: `bash scripts/test.sh [extra cargo test args]`
+# (`bash scripts/test.sh --test NAME` runs one test binary).
 #
 # Works from any directory. Makes sure a Rust toolchain (cargo) and the
 # PostgreSQL server binaries are present: Debian's postgresql package (15,
@@ -23,5 +24,11 @@ ensure_seaweedfs
 ensure_regress_sources
 export PG_BINDIR="${PG_BINDIR:-$(pg_bindir)}"
 
-log "cargo test --all-targets $* (PostgreSQL binaries from $PG_BINDIR)"
-exec cargo test --all-targets "$@"
+# `--test NAME` (or --lib, --bin, --doc) picks the targets itself: then no --all-targets, which
+# would build and run every test binary besides the one asked for.
+targets=(--all-targets)
+for arg in "$@"; do
+	case $arg in --test | --test=* | --lib | --bin | --bin=* | --doc) targets=() ;; esac
+done
+log "cargo test ${targets[*]} $* (PostgreSQL binaries from $PG_BINDIR)"
+exec cargo test "${targets[@]}" "$@"
