@@ -236,14 +236,17 @@ struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    /// A connection inside the shared snapshot.
+    /// A connection inside the shared snapshot. With an empty `search_path` (as pg_dump
+    /// runs) text COPY writes `reg*` values schema-qualified, so that they name the same
+    /// objects whatever the restoring session's `search_path`.
     async fn open(&self) -> Result<Session> {
         let session = self.conn.connect(&self.dbname).await?;
         self.sessions.add(session.cancel.clone());
         session
             .client
             .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}; \
+                 SELECT pg_catalog.set_config('search_path', '', false)",
                 quote_literal(&self.snapshot)
             ))
             .await

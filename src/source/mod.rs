@@ -14,5 +14,6 @@ pub mod pgrestore;
 pub mod pgtools;
 pub mod plan;
 pub mod probe;
+pub mod regtypes;
 pub mod sink;
 pub(crate) mod snapshot_loss;

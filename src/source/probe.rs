@@ -119,7 +119,7 @@ pub async fn probe(
 
     let database =
         crate::source::dbprops::database_info(client, dbname, server_version_num).await?;
-    let mut tables = tables(client).await?;
+    let mut tables = tables(client, server_version_num).await?;
     lock_tables(client, &tables, lock_timeout).await?;
     table_sizes(client, &mut tables).await?;
     let sequences = client
@@ -176,7 +176,8 @@ struct TypeRow {
     has_binary_io: bool,
 }
 
-async fn tables(client: &Client) -> Result<Vec<TableInfo>> {
+async fn tables(client: &Client, server_version_num: i32) -> Result<Vec<TableInfo>> {
+    let on_reg = crate::source::regtypes::types_built_on_reg(client, server_version_num).await?;
     let types: HashMap<u32, TypeRow> = client
         .query(
             "SELECT oid, format_type(oid, NULL), typtype, typbasetype, typelem,
@@ -254,7 +255,9 @@ async fn tables(client: &Client) -> Result<Vec<TableInfo>> {
         let type_name: String = r.get(2);
         let type_oid: u32 = r.get(3);
         if table.not_binary_because.is_none() {
-            if let Err(why) = binary_portable(&types, type_oid) {
+            if let Some(reg) = on_reg.get(&type_oid) {
+                table.not_binary_because = Some(format!("column {name:?} ({type_name}): {reg}"));
+            } else if let Err(why) = binary_portable(&types, type_oid) {
                 table.not_binary_because = Some(format!("column {name:?} ({type_name}): {why}"));
             }
         }
