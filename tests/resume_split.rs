@@ -234,7 +234,7 @@ fn a_split_table_with_an_unfinished_range_is_copied_again_whole_in_the_new_snaps
     );
     assert_eq!(
         unit_snapshots(&m, "whole_t"),
-        [first_snapshot.clone()],
+        [first_snapshot],
         "a whole table finished in the first run is kept"
     );
     c.drop_db(&target);
