@@ -343,6 +343,7 @@ fn initial_manifest(
                         .or_else(|| Some("--copy-format text".into())),
                     crate::format::copyfmt::CopyFormat::Binary => None,
                 },
+                extension_config: t.extension_config.clone(),
                 units: units
                     .into_iter()
                     .map(|u| Unit {

@@ -7,6 +7,7 @@ pub mod child;
 pub mod conn;
 pub mod copy;
 pub mod dbprops;
+pub mod extconfig;
 pub mod large_values;
 pub mod largeobj;
 pub mod pgdump;
