@@ -166,3 +166,52 @@ fn every_reg_type_and_types_built_on_them_round_trip_as_names() {
     c.drop_db(&db);
     c.psql("postgres", &format!("DROP ROLE {role}"));
 }
+
+/// The catalog query differs by major (multiranges from 14): it runs on the oldest and the
+/// newest server and finds an array and a domain of `reg*` types on both.
+#[test]
+fn the_probe_finds_types_built_on_reg_types_on_13_and_18() {
+    for major in [13, 18] {
+        let c = support::cluster_of(major);
+        let db = c.unique_db("regtypes_major");
+        c.create_db(&db);
+        c.psql(
+            &db,
+            "CREATE DOMAIN d AS regprocedure;
+             CREATE TABLE arr(id int, v regcollation[]); INSERT INTO arr VALUES (1, ARRAY['\"POSIX\"']::regcollation[]);
+             CREATE TABLE dom(id int, v d); INSERT INTO dom VALUES (1, 'now()');
+             CREATE TABLE plain_ints(id int);",
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("b");
+        run_ok(
+            support::dbbackup_for(c)
+                .args([
+                    "backup", "single", "--format", "native", &db, "--quiet", "--out",
+                ])
+                .arg(&out),
+        );
+        let m = support::manifest_json(&out);
+        let format = |name: &str| {
+            let t = m["tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == name)
+                .unwrap()
+                .clone();
+            (t["copy_format"].clone(), t["copy_format_reason"].clone())
+        };
+        assert_eq!(format("arr").0, "text", "{major}: {:?}", format("arr"));
+        assert!(
+            format("dom")
+                .1
+                .as_str()
+                .unwrap()
+                .contains("built on regprocedure"),
+            "{major}: {:?}",
+            format("dom")
+        );
+        assert_eq!(format("plain_ints").0, "binary", "{major}");
+    }
+}
