@@ -224,10 +224,15 @@ async fn backup_locked(
     let manifest = match previous {
         Some(mut m) => {
             check_tables(&m, &found)?;
-            let r = reconcile(&opts.out, &mut m)?;
+            let r = reconcile(&opts.out, &mut m, &snapshot)?;
             for bad in &r.bad_chunks {
                 progress.note(&format!(
                     "resume: redoing a unit whose chunk failed its check: {bad}"
+                ));
+            }
+            for table in &r.tables_recopied {
+                progress.note(&format!(
+                    "resume: copying table {table} again whole: its finished ranges were read in the first run's snapshot and its other ranges would be read in a new one"
                 ));
             }
             progress.note(&format!(
@@ -338,6 +343,7 @@ fn initial_manifest(
                         .or_else(|| Some("--copy-format text".into())),
                     crate::format::copyfmt::CopyFormat::Binary => None,
                 },
+                extension_config: t.extension_config.clone(),
                 units: units
                     .into_iter()
                     .map(|u| Unit {

@@ -3,6 +3,12 @@
 //! A unit counts as finished only if the manifest on disk says so and every one of its chunks
 //! still has the size and SHA-256 the manifest records. Files the manifest does not list
 //! (temporary files, chunks of units that never completed) are deleted.
+//!
+//! A table is always read in one snapshot. The ranges of a split table are only kept when the
+//! resumed run reads in the snapshot they were read in (`--snapshot`, the same one across runs);
+//! otherwise an unfinished range would be read at a later instant than the finished ones, and an
+//! update between the two moves a row version from a finished range into an unfinished one (a
+//! duplicate) or the other way (a lost row). Such a table is copied again whole.
 
 use std::collections::HashSet;
 
@@ -18,6 +24,9 @@ use crate::storage::Store;
 pub struct Reconciled {
     pub units_kept: usize,
     pub units_redo: usize,
+    /// Split tables with finished ranges from another snapshot and unfinished ones: copied
+    /// again whole (their finished ranges count in `units_redo`).
+    pub tables_recopied: Vec<String>,
     /// Chunks that failed their check, with why.
     pub bad_chunks: Vec<String>,
     pub files_deleted: usize,
@@ -165,24 +174,41 @@ pub fn check_tables(old: &Manifest, now: &Probe) -> Result<()> {
     }
 }
 
-/// Re-checks every finished unit's chunks and deletes files the manifest does not vouch for.
-pub fn reconcile(dir: &Store, m: &mut Manifest) -> Result<Reconciled> {
+/// Re-checks every finished unit's chunks, redoes split tables that would otherwise mix two
+/// snapshots (the resumed run reads in `snapshot`), and deletes files the manifest does not
+/// vouch for.
+pub fn reconcile(dir: &Store, m: &mut Manifest, snapshot: &str) -> Result<Reconciled> {
     let mut r = Reconciled::default();
     for t in &mut m.tables {
         let format = t.copy_format;
-        for u in &mut t.units {
-            if u.done {
-                let bad: Vec<String> = u
-                    .chunks
+        // Which finished units still have sound chunks; a unit with a bad chunk is redone like
+        // an unfinished one.
+        let mut kept = Vec::with_capacity(t.units.len());
+        for u in &t.units {
+            let bad: Vec<String> = if u.done {
+                u.chunks
                     .iter()
                     .filter_map(|c| verify_chunk(dir, c, Payload::Copy(format)).err())
                     .map(|e| e.to_string())
-                    .collect();
-                if bad.is_empty() {
-                    r.units_kept += 1;
-                    continue;
-                }
-                r.bad_chunks.extend(bad);
+                    .collect()
+            } else {
+                vec![]
+            };
+            kept.push(u.done && bad.is_empty());
+            r.bad_chunks.extend(bad);
+        }
+        let mixed = kept.iter().any(|k| !k)
+            && t.units
+                .iter()
+                .zip(&kept)
+                .any(|(u, k)| *k && u.snapshot.as_deref() != Some(snapshot));
+        if mixed {
+            r.tables_recopied.push(t.display_name());
+        }
+        for (u, k) in t.units.iter_mut().zip(kept) {
+            if k && !mixed {
+                r.units_kept += 1;
+                continue;
             }
             u.done = false;
             u.chunks.clear();

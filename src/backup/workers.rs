@@ -238,7 +238,8 @@ struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    /// A connection inside the shared snapshot.
+    /// A connection inside the shared snapshot (every session has an empty `search_path`, see
+    /// [`ConnParams::connect`], so text COPY writes `reg*` values schema-qualified).
     async fn open(&self) -> Result<Session> {
         let session = self.conn.connect(&self.dbname).await?;
         self.sessions.add(session.cancel.clone());

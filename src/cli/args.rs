@@ -168,7 +168,7 @@ pub struct DumpArgs {
     #[arg(long)]
     pub resume: bool,
     /// With --resume: accept that the missing units are read in a new snapshot (the manifest
-    /// then says consistent: false)
+    /// then says consistent: false); a split table with a missing range is read again whole
     #[arg(long, requires = "resume")]
     pub allow_inconsistent: bool,
     /// Encrypt every stored file (all but the manifest) to this public key: an age key

@@ -129,7 +129,23 @@ pub struct Table {
     /// Why text was chosen, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_format_reason: Option<String>,
+    /// Set for an extension's configuration table: its rows are appended to those the
+    /// extension's script inserts when pre-data creates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension_config: Option<ExtensionConfig>,
     pub units: Vec<Unit>,
+}
+
+/// A table an extension marked with `pg_extension_config_dump(table, condition)`: the
+/// extension creates it, and only the rows the condition selects (the user's, not the
+/// extension's own) are backed up, as pg_dump does.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionConfig {
+    pub extension: String,
+    /// The condition as the extension gave it (`WHERE NOT builtin`); `None` when empty: every
+    /// row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 impl Table {

@@ -203,7 +203,9 @@ async fn load_rows(
     // it in the loading transaction lets COPY write frozen, all-visible rows (no hint-bit
     // rewrites or freezing vacuum later; no WAL at all with wal_level=minimal), as pg_restore
     // does. Tables of several chunks load concurrently and cannot be truncated.
-    let single = table.chunks().count() == 1;
+    // An extension's configuration table already holds the extension's own rows: never
+    // truncated, the backup's rows are appended (as pg_restore does).
+    let single = table.chunks().count() == 1 && table.extension_config.is_none();
     let begin = if single {
         format!("BEGIN; TRUNCATE ONLY {}", table.qualified())
     } else {

@@ -17,6 +17,19 @@ use crate::source::sink::{spawn_sink, SinkConfig, BATCH_BYTES};
 pub fn copy_out_sql(table: &Table, unit_from: Option<u32>, unit_to: Option<u32>) -> String {
     let cols = column_list(table);
     let fmt = table.copy_format.sql_option();
+    // An extension's configuration table: the rows its condition selects, as pg_dump reads
+    // them (such a table is never split).
+    if let Some(filter) = table
+        .extension_config
+        .as_ref()
+        .and_then(|c| c.filter.as_deref())
+    {
+        return format!(
+            "COPY (SELECT {} FROM ONLY {} {filter}) TO STDOUT {fmt}",
+            cols.unwrap_or_default(),
+            table.qualified()
+        );
+    }
     if unit_from.is_none() && unit_to.is_none() {
         return match cols {
             Some(cols) => format!("COPY {} ({cols}) TO STDOUT {fmt}", table.qualified()),

@@ -34,11 +34,13 @@ pub fn plan_units(tables: &[TableInfo], split_larger_than: u64) -> Vec<Vec<WorkU
 pub fn split_table(table: usize, t: &TableInfo, split_larger_than: u64) -> Vec<WorkUnit> {
     let size = t.size_bytes.max(0) as u64;
     let pages = u64::from(t.heap_pages);
-    let wanted = if split_larger_than == 0 || size <= split_larger_than {
-        1
-    } else {
-        size.div_ceil(split_larger_than)
-    };
+    // An extension's configuration table is read with its condition, in one COPY.
+    let wanted =
+        if split_larger_than == 0 || size <= split_larger_than || t.extension_config.is_some() {
+            1
+        } else {
+            size.div_ceil(split_larger_than)
+        };
     let n = wanted.min(pages.max(1));
     if n <= 1 {
         return vec![WorkUnit {
@@ -91,6 +93,7 @@ mod tests {
             heap_pages: pages,
             row_estimate: 0,
             not_binary_because: None,
+            extension_config: None,
         }
     }
 

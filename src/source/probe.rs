@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::format::copyfmt::CopyFormat;
-use crate::format::manifest::{Column, DatabaseInfo};
+use crate::format::manifest::{Column, DatabaseInfo, ExtensionConfig};
 
 /// Types with OIDs below this are built into the server (FirstNormalObjectId); their OIDs and
 /// binary forms are the same in every database of a major version.
@@ -28,6 +28,9 @@ pub struct TableInfo {
     pub row_estimate: i64,
     /// Why binary COPY is not safe for this table, if it is not.
     pub not_binary_because: Option<String>,
+    /// An extension's configuration table ([`crate::source::extconfig`]); otherwise extension
+    /// members are left out.
+    pub extension_config: Option<ExtensionConfig>,
 }
 
 impl TableInfo {
@@ -119,17 +122,18 @@ pub async fn probe(
 
     let database =
         crate::source::dbprops::database_info(client, dbname, server_version_num).await?;
-    let mut tables = tables(client).await?;
+    let mut tables = tables(client, server_version_num).await?;
     lock_tables(client, &tables, lock_timeout).await?;
     table_sizes(client, &mut tables).await?;
     let sequences = client
         .query(
-            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            &format!("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                               AND d.objid = c.oid AND d.deptype = 'e')
-             ORDER BY 1, 2",
+               AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                AND d.objid = c.oid AND d.deptype = 'e')
+                    OR c.oid IN ({}))
+             ORDER BY 1, 2", crate::source::extconfig::CONFIG_OIDS_SQL),
             &[],
         )
         .await
@@ -176,7 +180,8 @@ struct TypeRow {
     has_binary_io: bool,
 }
 
-async fn tables(client: &Client) -> Result<Vec<TableInfo>> {
+async fn tables(client: &Client, server_version_num: i32) -> Result<Vec<TableInfo>> {
+    let on_reg = crate::source::regtypes::types_built_on_reg(client, server_version_num).await?;
     let types: HashMap<u32, TypeRow> = client
         .query(
             "SELECT oid, format_type(oid, NULL), typtype, typbasetype, typelem,
@@ -203,17 +208,22 @@ async fn tables(client: &Client) -> Result<Vec<TableInfo>> {
         })
         .collect();
 
+    let configs = crate::source::extconfig::config_relations(client).await?;
     let rows = client
         .query(
-            "SELECT c.oid, n.nspname, c.relname, c.relkind::text, 0::bigint, 0::bigint,
+            &format!(
+                "SELECT c.oid, n.nspname, c.relname, c.relkind::text, 0::bigint, 0::bigint,
                     greatest(c.reltuples, 0)::bigint
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind = 'r'
                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                               AND d.objid = c.oid AND d.deptype = 'e')
+               AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                AND d.objid = c.oid AND d.deptype = 'e')
+                    OR c.oid IN ({}))
              ORDER BY n.nspname, c.relname",
+                crate::source::extconfig::CONFIG_OIDS_SQL
+            ),
             &[],
         )
         .await
@@ -230,6 +240,7 @@ async fn tables(client: &Client) -> Result<Vec<TableInfo>> {
             heap_pages: u32::try_from(r.get::<_, i64>(5)).unwrap_or(u32::MAX),
             row_estimate: r.get(6),
             not_binary_because: None,
+            extension_config: configs.get(&r.get::<_, u32>(0)).cloned(),
         })
         .collect();
     let index: HashMap<u32, usize> = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
@@ -254,7 +265,9 @@ async fn tables(client: &Client) -> Result<Vec<TableInfo>> {
         let type_name: String = r.get(2);
         let type_oid: u32 = r.get(3);
         if table.not_binary_because.is_none() {
-            if let Err(why) = binary_portable(&types, type_oid) {
+            if let Some(reg) = on_reg.get(&type_oid) {
+                table.not_binary_because = Some(format!("column {name:?} ({type_name}): {reg}"));
+            } else if let Err(why) = binary_portable(&types, type_oid) {
                 table.not_binary_because = Some(format!("column {name:?} ({type_name}): {why}"));
             }
         }
