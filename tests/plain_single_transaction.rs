@@ -5,11 +5,21 @@
 
 mod support;
 
-use support::{cluster, dbbackup, run_fail, run_ok};
+use support::{cluster, cluster_of, dbbackup_for, run_fail, run_ok, Cluster};
+
+/// pg_dump 15 writes one `BLOBS` entry (`Name: BLOBS`), 17 and newer one per group of objects
+/// (`Name: 16401..16402`).
+#[test]
+fn a_failing_plain_restore_with_large_objects_commits_nothing_15() {
+    failing_plain_restore_commits_nothing(cluster());
+}
 
 #[test]
-fn a_failing_plain_restore_with_large_objects_commits_nothing() {
-    let c = cluster();
+fn a_failing_plain_restore_with_large_objects_commits_nothing_18() {
+    failing_plain_restore_commits_nothing(cluster_of(18));
+}
+
+fn failing_plain_restore_commits_nothing(c: &Cluster) {
     let src = c.unique_db("plo_src");
     c.create_db(&src);
     c.psql(
@@ -23,7 +33,7 @@ fn a_failing_plain_restore_with_large_objects_commits_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
     run_ok(
-        dbbackup()
+        dbbackup_for(c)
             .args([
                 "backup", "single", "--format", "plain", "--quiet", &src, "--out",
             ])
@@ -35,7 +45,7 @@ fn a_failing_plain_restore_with_large_objects_commits_nothing() {
     c.create_db(&target);
     c.psql(&target, "CREATE TYPE items_v_idx AS (x int);");
     let o = run_fail(
-        dbbackup()
+        dbbackup_for(c)
             .args(["restore", "--quiet", "--dbname", &target])
             .arg(&out),
     );
