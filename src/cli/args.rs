@@ -171,6 +171,14 @@ pub struct DumpArgs {
     /// then says consistent: false)
     #[arg(long, requires = "resume")]
     pub allow_inconsistent: bool,
+    /// On a hot standby: pause WAL replay (pg_wal_replay_pause) from before the snapshot is
+    /// taken until the data is read, so replay cannot cancel a long backup (a recovery
+    /// conflict), then resume it; a watchdog process resumes it if dbbackup dies. Needs
+    /// EXECUTE on pg_wal_replay_pause/resume (superuser, or granted); replay paused by
+    /// someone else is left paused; on a primary it does nothing. Cluster: one pause for the
+    /// whole run. The standby falls behind meanwhile (the summary says by how much)
+    #[arg(long)]
+    pub pause_replay: bool,
     /// Encrypt every stored file (all but the manifest) to this public key: an age key
     /// (age1…, from age-keygen) or an ssh-ed25519 / ssh-rsa public key; repeatable. Restore
     /// and a deep verify then need a matching --identity; the manifest records the keys

@@ -16,3 +16,4 @@ pub mod plan;
 pub mod probe;
 pub mod sink;
 pub(crate) mod snapshot_loss;
+pub mod standby;
