@@ -157,7 +157,8 @@ pub struct DumpArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub lock_wait_timeout: Duration,
     /// Retries of a unit that failed with a retryable error (connection lost, backend
-    /// terminated, serialization failure), each on a new connection in the same snapshot
+    /// terminated, serialization failure), each on a new connection in the same snapshot. A
+    /// standby's recovery conflict is not retried (see --pause-replay)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Continue the failed or interrupted backup in --out: keep its finished, re-checked
