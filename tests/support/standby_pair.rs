@@ -271,7 +271,11 @@ impl Pair {
 
     /// Waits until the standby has replayed everything the primary wrote so far.
     pub fn catch_up(&self) {
-        let lsn = self.primary.psql("postgres", "SELECT pg_current_wal_lsn()");
+        // The insert position: with synchronous_commit = off a commit can be past the
+        // written one.
+        let lsn = self
+            .primary
+            .psql("postgres", "SELECT pg_current_wal_insert_lsn()");
         self.standby.wait_for(
             "postgres",
             &format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"),

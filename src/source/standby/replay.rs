@@ -39,6 +39,7 @@ pub struct PausedReplay {
     stdin: Option<ChildStdin>,
     paused_at: Instant,
     target: String,
+    version: i32,
 }
 
 /// `pg_wal_replay_pause()` and its state: 'not paused', 'pause requested', 'paused'. 14+ tell
@@ -112,6 +113,7 @@ pub async fn pause(
         stdin: Some(stdin),
         paused_at: Instant::now(),
         target,
+        version,
     };
     // From here on, any way out resumes replay: this function's errors drop `paused`, which
     // closes the watchdog's pipe.
@@ -211,11 +213,24 @@ impl PausedReplay {
             .await
             .ok()
             .and_then(|r| r.get::<_, Option<i64>>(0));
-        let resumed = self
+        let resumed = match self
             .session
             .client
             .batch_execute("SELECT pg_catalog.pg_wal_replay_resume()")
-            .await;
+            .await
+        {
+            Ok(()) => Ok(()),
+            // The statement's own snapshot is from before the resume: replay, which has
+            // waited for longer than the delay by now, may cancel it as soon as it runs again.
+            // The resume itself took effect then; the state says so.
+            Err(e) if crate::error::pg_recovery_conflict(&e) => {
+                match state(&self.session, self.version).await {
+                    Ok(s) if s == "not paused" => Ok(()),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
         match resumed {
             Ok(()) => {
                 if let Some(mut stdin) = self.stdin.take() {

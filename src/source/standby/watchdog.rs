@@ -56,6 +56,8 @@ pub async fn run() -> Result<()> {
                 Err(e) => return Err(e),
             },
         };
+        // A recovery conflict may cancel the statement once replay runs again (its snapshot
+        // is older): then the next round finds replay running and resumes nothing new.
         let r = s
             .client
             .batch_execute(
