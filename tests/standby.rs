@@ -169,6 +169,13 @@ fn pause_replay_backups_of_every_strategy_restore_with_the_invariant_intact() {
 fn without_the_flag_replay_cancels_the_backup_and_the_error_names_conflict_and_remedies() {
     let _serial = serial();
     let p = pair();
+    // native: the coordinator's probe; custom: the strategy probe before pg_dump.
+    for format in ["native", "custom"] {
+        cancelled_without_the_flag(p, format);
+    }
+}
+
+fn cancelled_without_the_flag(p: &Pair, format: &str) {
     p.catch_up();
     // Replay takes this lock on the standby; the backup's probe reads pg_shdescription (the
     // database's comment) right after its snapshot is taken, and waits there. The lock's
@@ -177,7 +184,7 @@ fn without_the_flag_replay_cancels_the_backup_and_the_error_names_conflict_and_r
     let shared = p.hold_on_standby("postgres", "pg_catalog.pg_shdescription");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("b");
-    let child = spawn(&mut backup_on_standby(p, "native", &out));
+    let child = spawn(&mut backup_on_standby(p, format, &out));
     p.wait_blocked_on(DB, "pg_shdescription");
     // Rows the backup's snapshot still sees become dead and VACUUM removes them; replay of
     // that cleanup conflicts with the snapshot and cancels it after one second. Repeated until
@@ -271,6 +278,31 @@ fn replay_runs_again_after_ctrl_c() {
         said.contains("was paused for"),
         "resumed by dbbackup itself:\n{said}"
     );
+}
+
+#[test]
+fn replay_runs_again_after_a_timeout() {
+    let _serial = serial();
+    let p = pair();
+    let _resume = ResumeAtEnd(p);
+    let hold = p.hold_on_standby(DB, "hold");
+    let tmp = tempfile::tempdir().unwrap();
+    // Held by the replayed lock (the lock wait allows 60 s) until --timeout stops it.
+    let child = spawn(backup_on_standby(p, "native", &tmp.path().join("b")).args([
+        "--pause-replay",
+        "--timeout",
+        "5s",
+    ]));
+    let (status, said) = finish(child);
+    let state = p.replay_state();
+    p.release(hold, DB, "hold");
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("timeout after 5s"), "{said}");
+    assert!(
+        said.contains("was paused for"),
+        "resumed by dbbackup itself:\n{said}"
+    );
+    assert_eq!(state, "not paused", "{said}");
 }
 
 #[test]
