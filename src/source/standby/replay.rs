@@ -10,8 +10,9 @@
 //! without the word that says "resumed", the parent is gone and the watchdog resumes replay.
 //! Why a process and not, say, a server-side timeout: nothing in PostgreSQL resumes replay by
 //! itself, and a process is the only thing that notices at once that dbbackup died, whatever
-//! killed it; dbbackup itself, because it already knows how to connect (TLS, pgpass,
-//! environment), where psql's behaviour at the end of its input would be ours to rely on.
+//! killed it. The watchdog is dbbackup itself rather than, say, psql fed the resume on a pipe:
+//! it connects exactly as the backup does (TLS, pgpass, environment), says when it is ready,
+//! and acts only on a closed pipe without the word, not on psql's rules for input at EOF.
 //!
 //! Replay paused by someone else is left as it was: no pause, no resume, no watchdog.
 

@@ -48,8 +48,7 @@ pub async fn run() -> Result<()> {
             Some(s) => s,
             None => match conn.connect(&db).await {
                 Ok(s) => s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -72,8 +71,7 @@ pub async fn run() -> Result<()> {
                 );
                 return Ok(());
             }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(Error::query("resuming WAL replay (watchdog)", e)),
