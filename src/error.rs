@@ -18,8 +18,8 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    /// Could not open a connection.
-    #[error("cannot connect to {target}: {}", pg_message(.source))]
+    /// Could not open a connection, or the server cancelled it during start-up.
+    #[error("{}", connect_message(.target, .source))]
     Connect {
         target: String,
         #[source]
@@ -121,6 +121,16 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+
+    /// WAL replay on a hot standby cancelled the backup's statement or ended its session
+    /// because the backup's snapshot or locks held replay up for longer than
+    /// `max_standby_streaming_delay`. Never retried: the same snapshot meets the same replay.
+    /// Decided by [`crate::source::standby::conflict`].
+    #[error("{source} (a recovery conflict: WAL replay on the standby cancelled the backup because its snapshot held replay up past max_standby_streaming_delay; retrying in the same snapshot cannot help: back up with --pause-replay, set hot_standby_feedback = on on the standby, or raise max_standby_streaming_delay)")]
+    RecoveryConflict {
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -171,7 +181,9 @@ impl Error {
                 pg_connection_loss(source)
             }
             Error::ConnectIo { .. } => true,
-            Error::SnapshotLost { source } => source.is_connection_loss(),
+            Error::SnapshotLost { source } | Error::RecoveryConflict { source } => {
+                source.is_connection_loss()
+            }
             _ => false,
         }
     }
@@ -182,21 +194,41 @@ impl Error {
             Error::Connect { source, .. } | Error::Query { source, .. } => {
                 source.as_db_error().map(|e| e.code().code())
             }
-            Error::SnapshotLost { source } | Error::RestoreFailed { source, .. } => {
-                source.sqlstate()
-            }
+            Error::SnapshotLost { source }
+            | Error::RestoreFailed { source, .. }
+            | Error::RecoveryConflict { source } => source.sqlstate(),
             _ => None,
         }
     }
 }
 
-/// Connection-level failures and the SQLSTATEs a retry can cure.
+/// Connection-level failures and the SQLSTATEs a retry can cure. A recovery conflict is not
+/// one of them, although it comes as serialization_failure: a retry imports the same snapshot,
+/// which replay cancels again (or which died with the coordinator).
 fn pg_retryable(e: &tokio_postgres::Error) -> bool {
+    if pg_recovery_conflict(e) {
+        return false;
+    }
     pg_connection_loss(e)
         || e.as_db_error().is_some_and(|db| {
             // serialization_failure, deadlock_detected, lock_not_available
             matches!(db.code().code(), "40001" | "40P01" | "55P03")
         })
+}
+
+/// A hot standby's replay cancelled the statement or ended the session (postgres.c,
+/// `ProcessRecoveryConflictInterrupt`/`ProcessInterrupts`): "canceling statement due to
+/// conflict with recovery" or "terminating connection due to conflict with recovery", as
+/// serialization_failure (40001), deadlock_detected (40P01, a buffer-pin deadlock with the
+/// startup process) or database_dropped (57P04, the database was dropped on the primary). The
+/// message text is English only with `lc_messages` English; 57P04 is raised for nothing else.
+/// `standby::conflict` also asks `pg_stat_database_conflicts` when the text does not tell.
+pub(crate) fn pg_recovery_conflict(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| match db.code().code() {
+        "57P04" => true,
+        "40001" | "40P01" | "57P01" => db.message().contains("conflict with recovery"),
+        _ => false,
+    })
 }
 
 /// The server ended or refused the session, or the socket closed or broke.
@@ -222,6 +254,24 @@ fn has_io_source(e: &tokio_postgres::Error) -> bool {
         src = inner.source();
     }
     false
+}
+
+/// "cannot connect to ...", unless the server accepted the connection and then cancelled it
+/// during start-up (a recovery conflict on a standby, a cancel request, a deadlock): that is
+/// no failure to connect, and saying so sends people looking at the network.
+fn connect_message(target: &str, e: &tokio_postgres::Error) -> String {
+    let cancelled = e.as_db_error().is_some_and(|db| {
+        matches!(db.code().code(), "57014" | "40001" | "40P01" | "57P04")
+            || db.message().contains("conflict with recovery")
+    });
+    if cancelled {
+        format!(
+            "connection to {target} was cancelled during start-up: {}",
+            pg_message(e)
+        )
+    } else {
+        format!("cannot connect to {target}: {}", pg_message(e))
+    }
 }
 
 /// "ERROR: message (SQLSTATE 42P01)" for server errors, the driver's text otherwise.

@@ -11,7 +11,8 @@
 //! - [`format`](mod@format): what a backup is made of: manifest, chunk files, codecs, COPY
 //!   framing, the large-object records, the pg_dump stream's pieces, checking a chunk.
 //! - [`source`]: the database side: connections, probe and plan, the native COPY and
-//!   large-object dumps, the PostgreSQL client tools run as children.
+//!   large-object dumps, the PostgreSQL client tools run as children, hot standbys (settings,
+//!   recovery conflicts, `--pause-replay`).
 //! - [`backup`], [`restore`], [`verify`]: the operations on one database.
 //! - [`cluster`]: every database of a server, each through the operations above.
 //! - [`repo`]: many backups under one location: layout, catalog (`list`), names

@@ -15,6 +15,13 @@ use dbbackup::Error;
 
 fn main() -> ExitCode {
     bounded_heap();
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            dbbackup::source::standby::watchdog::SUBCOMMAND,
+        ))
+    {
+        return replay_watchdog();
+    }
     let cli = match cli::config::parse_command_line(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(cli::config::ParseError::Clap(e)) => return usage_error(e),
@@ -123,5 +130,21 @@ async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
         Command::List(args) => cli::repo::list(args),
         Command::Expire(args) => cli::repo::expire(args),
         Command::Drill(_) => unreachable!("handled above"),
+    }
+}
+
+/// The hidden `__resume-replay-watchdog` that `--pause-replay` starts (see
+/// `dbbackup::source::standby::watchdog`); not in `--help`, not for people.
+fn replay_watchdog() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dbbackup::source::standby::watchdog::run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dbbackup: replay watchdog: error: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -16,10 +16,12 @@ mod options;
 pub mod probe;
 pub mod resume;
 mod sessions;
+mod standby;
 pub mod strategy;
 pub mod stream;
 mod workers;
 
 pub use native::{backup_database, backup_native};
-pub use options::{options_record, prepare_out_dir, BackupOptions};
+pub use options::{options_record, prepare_out_dir, BackupOptions, ReplayPause};
 pub use sessions::Sessions;
+pub use standby::pause_if_asked;

@@ -43,7 +43,13 @@ pub async fn backup_database(
         kind: StrategyKind::Native,
         reason: "native requested".into(),
     };
-    backup_native(conn, dbname, opts, strategy, progress, cancel).await
+    let (paused, opts) =
+        super::standby::pause_if_asked(conn, dbname, opts, progress.as_ref()).await?;
+    let result = backup_native(conn, dbname, &opts, strategy, progress.clone(), cancel).await;
+    if let Some(p) = paused {
+        p.resume(progress.as_ref()).await;
+    }
+    result
 }
 
 /// [`backup_database`] recording `strategy` (the decision that chose native, with its reason)
@@ -101,11 +107,18 @@ pub async fn backup_native(
         &mut manifest,
     )
     .await;
-    if result.is_err() {
-        sessions.cancel_all().await;
-        let children = children.clone();
-        let _ = tokio::task::spawn_blocking(move || children.terminate()).await;
-    }
+    let result = match result {
+        Err(e) => {
+            sessions.cancel_all().await;
+            let children = children.clone();
+            let _ = tokio::task::spawn_blocking(move || children.terminate()).await;
+            let baseline = manifest
+                .as_ref()
+                .and_then(|m| super::standby::conflict_baseline(&m.probe));
+            Err(crate::source::standby::conflict::classify(e, conn, dbname, baseline).await)
+        }
+        ok => ok,
+    };
     let Some(mut m) = manifest else {
         return result.map(|_| unreachable!("a successful backup has a manifest"));
     };
@@ -126,6 +139,9 @@ pub async fn backup_native(
         Err(e) => {
             m.status = Status::Failed;
             m.error = Some(e.to_string());
+            // Not a consistent backup: not a whole one. A resume in the same snapshot makes
+            // it consistent again (see `backup_locked`).
+            m.consistent = false;
             // The manifest on disk stays valid even if this store fails (a full disk): it is
             // then the last one stored, still `in_progress`, and resume treats it the same.
             let _ = m.store(&opts.out);
@@ -203,6 +219,7 @@ async fn backup_locked(
     let findings = with_client_tools(found)?;
     let pg_dump_version = findings.pg_dump_version.clone();
     progress.note(&findings.summary_line(dbname));
+    super::standby::warn_if_at_risk(&findings.probe, dbname, opts, progress.as_ref());
     progress.note(&format!("strategy: native ({})", strategy.reason));
     progress.note(&budget.line());
     let probe_json = findings.to_json();
@@ -239,9 +256,14 @@ async fn backup_locked(
                 "resume: keeping {} finished units, redoing {}, deleted {} leftover files",
                 r.units_kept, r.units_redo, r.files_deleted
             ));
-            if m.snapshot.as_deref() != Some(snapshot.as_str()) {
-                m.consistent = false;
-            }
+            // Consistent when everything kept was read in the snapshot this run reads in
+            // (a failed run's manifest says false until then).
+            m.consistent = m.snapshot.as_deref() == Some(snapshot.as_str())
+                && m.tables
+                    .iter()
+                    .flat_map(|t| &t.units)
+                    .filter(|u| u.done)
+                    .all(|u| u.snapshot.as_deref() == Some(snapshot.as_str()));
             m.status = Status::InProgress;
             m.error = None;
             m.finished_at = None;

@@ -36,6 +36,21 @@ pub struct BackupOptions {
     /// Backups this process runs at once (a cluster's `--parallel-databases`); each gets an
     /// equal share of the memory limit.
     pub backups_at_once: usize,
+    /// `--pause-replay`: pause WAL replay on a standby for the backup ([`super::standby`]).
+    pub pause_replay: ReplayPause,
+}
+
+/// Whether WAL replay on a standby is paused for a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplayPause {
+    /// Not asked: replay runs (and may cancel a long backup; the probe warns).
+    #[default]
+    Off,
+    /// `--pause-replay`: the backup pauses replay itself.
+    Asked,
+    /// Paused by the caller for this backup and others (a cluster backup, or the outer call
+    /// of a single one): nothing to do here, but no warning either.
+    Held,
 }
 
 /// Claims the location of a new backup: creates it (a directory private to the owner, 0700),

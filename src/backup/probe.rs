@@ -108,7 +108,7 @@ impl ProbeResult {
     /// One line for people.
     pub fn summary_line(&self, dbname: &str) -> String {
         let p = &self.probe;
-        format!(
+        let line = format!(
             "probe of {dbname}: database size {}, {} tables ({} in tables, ~{} rows), {} large objects ({}), server {}, {}",
             human_bytes(p.database_size.max(0) as u64),
             p.tables.len(),
@@ -118,7 +118,11 @@ impl ProbeResult {
             human_bytes(p.large_object_bytes.max(0) as u64),
             p.server_version,
             self.client_tools
-        )
+        );
+        match &p.standby {
+            Some(s) => format!("{line}; {}", s.describe()),
+            None => line,
+        }
     }
 }
 

@@ -135,7 +135,34 @@ fn too_large_reason(too_large: &[LargeValue]) -> String {
 
 /// `backup single`: probe, decide, print the decision, then run the native engine or stream
 /// pg_dump's plain/custom output. On failure the manifest (if one was started) says `failed`.
+/// With `--pause-replay` on a standby, replay is paused before the probe's snapshot and
+/// resumed once the chosen strategy has read the data, whichever it is.
 pub async fn backup_with_strategy(
+    conn: &ConnParams,
+    dbname: &str,
+    opts: &BackupOptions,
+    strategy_opts: &StrategyOptions,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+) -> Result<Manifest> {
+    if opts.resume
+        && matches!(
+            strategy_opts.format,
+            FormatChoice::Plain | FormatChoice::Custom
+        )
+    {
+        return choose_and_run(conn, dbname, opts, strategy_opts, progress, cancel).await;
+    }
+    let (paused, opts) =
+        super::standby::pause_if_asked(conn, dbname, opts, progress.as_ref()).await?;
+    let result = choose_and_run(conn, dbname, &opts, strategy_opts, progress.clone(), cancel).await;
+    if let Some(p) = paused {
+        p.resume(progress.as_ref()).await;
+    }
+    result
+}
+
+async fn choose_and_run(
     conn: &ConnParams,
     dbname: &str,
     opts: &BackupOptions,
@@ -182,8 +209,10 @@ pub async fn backup_with_strategy(
             progress.as_ref(),
         ),
     )
-    .await?;
+    .await
+    .map_err(crate::source::standby::conflict::name)?;
     progress.note(&found.summary_line(dbname));
+    super::standby::warn_if_at_risk(&found.probe, dbname, opts, progress.as_ref());
     let too_large = found
         .large_values
         .as_ref()

@@ -285,9 +285,12 @@ pub async fn backup_stream(
             Ok(manifest)
         }
         Err(e) => {
+            let baseline = plan.probe.standby.as_ref().map(|s| s.conflicts);
+            let e = crate::source::standby::conflict::classify(e, conn, dbname, baseline).await;
             manifest.recompute_totals();
             manifest.status = Status::Failed;
             manifest.error = Some(e.to_string());
+            manifest.consistent = false;
             manifest.store(&opts.out)?;
             Err(e)
         }

@@ -157,7 +157,8 @@ pub struct DumpArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub lock_wait_timeout: Duration,
     /// Retries of a unit that failed with a retryable error (connection lost, backend
-    /// terminated, serialization failure), each on a new connection in the same snapshot
+    /// terminated, serialization failure), each on a new connection in the same snapshot. A
+    /// standby's recovery conflict is not retried (see --pause-replay)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Continue the failed or interrupted backup in --out: keep its finished, re-checked
@@ -171,6 +172,14 @@ pub struct DumpArgs {
     /// then says consistent: false); a split table with a missing range is read again whole
     #[arg(long, requires = "resume")]
     pub allow_inconsistent: bool,
+    /// On a hot standby: pause WAL replay (pg_wal_replay_pause) from before the snapshot is
+    /// taken until the data is read, so replay cannot cancel a long backup (a recovery
+    /// conflict), then resume it; a watchdog process resumes it if dbbackup dies. Needs
+    /// EXECUTE on pg_wal_replay_pause/resume (superuser, or granted); replay paused by
+    /// someone else is left paused; on a primary it does nothing. Cluster: one pause for the
+    /// whole run. The standby falls behind meanwhile (the summary says by how much)
+    #[arg(long)]
+    pub pause_replay: bool,
     /// Encrypt every stored file (all but the manifest) to this public key: an age key
     /// (age1…, from age-keygen) or an ssh-ed25519 / ssh-rsa public key; repeatable. Restore
     /// and a deep verify then need a matching --identity; the manifest records the keys

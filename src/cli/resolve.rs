@@ -336,6 +336,11 @@ fn backup_options(
         memory_limit: dbbackup::memory::limit_from(d.memory_limit),
         parallel_tables_explicit: d.parallel_tables.is_some(),
         backups_at_once: 1,
+        pause_replay: if d.pause_replay {
+            dbbackup::backup::ReplayPause::Asked
+        } else {
+            dbbackup::backup::ReplayPause::Off
+        },
     })
 }
 

@@ -121,6 +121,12 @@ pub async fn backup_cluster(
         &server_version,
     )?;
     progress.note(&format!("server {server_version}, {}", tools.describe()));
+    // One pause for the whole run, not one per database: replay is paused for the whole
+    // server, so with --parallel-databases one database's resume would expose another's
+    // snapshot, and between databases it would only pause again at once.
+    let (paused, db_opts) =
+        crate::backup::pause_if_asked(conn, &conn.maintenance_db, &opts.db, progress.as_ref())
+            .await?;
 
     // Templates are never dumped; databases that refuse connections (or were left invalid by
     // an interrupted DROP DATABASE) are listed as skipped.
@@ -349,7 +355,7 @@ pub async fn backup_cluster(
             let entry = &manifest.databases[i];
             let name = entry.name.clone();
             let out = opts.out.sub(&entry.dir);
-            let mut db_opts = opts.db.clone();
+            let mut db_opts = db_opts.clone();
             db_opts.out = out.clone();
             if opts.db.resume {
                 // Native backups continue where they stopped; anything else starts over.
@@ -454,6 +460,9 @@ pub async fn backup_cluster(
             secs
         ));
         manifest.store(&opts.out)?;
+    }
+    if let Some(p) = paused {
+        p.resume(progress.as_ref()).await;
     }
     for i in queue {
         let entry = &mut manifest.databases[i];

@@ -20,3 +20,4 @@ pub mod regtypes;
 pub mod script_filter;
 pub mod sink;
 pub(crate) mod snapshot_loss;
+pub mod standby;

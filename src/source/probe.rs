@@ -75,6 +75,8 @@ pub struct Probe {
     pub large_object_count: i64,
     /// Size of pg_largeobject (an estimate of the large objects' data).
     pub large_object_bytes: i64,
+    /// The server is a hot standby: its settings ([`crate::source::standby`]).
+    pub standby: Option<crate::source::standby::StandbyInfo>,
 }
 
 impl Probe {
@@ -84,14 +86,19 @@ impl Probe {
     }
 
     pub fn summary_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "database_size": self.database_size,
             "tables": self.tables.len(),
             "table_bytes": self.tables.iter().map(|t| t.size_bytes).sum::<i64>(),
             "large_objects": self.large_object_count,
             "large_object_bytes": self.large_object_bytes,
             "server_version": self.server_version,
-        })
+        });
+        // Only on a standby: a primary's record stays as it was.
+        if let Some(s) = &self.standby {
+            v["standby"] = s.to_json();
+        }
+        v
     }
 }
 
@@ -120,6 +127,7 @@ pub async fn probe(
     let server_version_num: i32 = row.get(1);
     let database_size: i64 = row.get(2);
 
+    let standby = crate::source::standby::read(client).await?;
     let database =
         crate::source::dbprops::database_info(client, dbname, server_version_num).await?;
     let mut tables = tables(client, server_version_num).await?;
@@ -167,6 +175,7 @@ pub async fn probe(
         sequences,
         large_object_count,
         large_object_bytes,
+        standby,
     })
 }
 
