@@ -213,8 +213,9 @@ fn into_an_existing_database_the_error_names_what_was_done_and_clean() {
         ),
         (
             "custom",
-            "is left part-restored: pg_restore --jobs stopped part-way; not run: ANALYZE; \
-             restore again with --clean to start over",
+            "is left part-restored: pre-data (schema) done; data done; post-data (indexes, \
+             constraints, triggers) stopped part-way; not run: ANALYZE; restore again with \
+             --clean to start over",
         ),
     ];
     for (format, what) in expected {
