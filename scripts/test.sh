@@ -30,5 +30,6 @@ targets=(--all-targets)
 for arg in "$@"; do
 	case $arg in --test | --test=* | --lib | --bin | --bin=* | --doc) targets=() ;; esac
 done
-log "cargo test ${targets[*]} $* (PostgreSQL binaries from $PG_BINDIR)"
-exec cargo test "${targets[@]}" "$@"
+log "cargo test --no-fail-fast ${targets[*]} $* (PostgreSQL binaries from $PG_BINDIR)"
+# --no-fail-fast: one failing binary does not hide the results of the others.
+exec cargo test --no-fail-fast "${targets[@]}" "$@"
