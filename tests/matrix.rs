@@ -297,8 +297,8 @@ fn upgrade_into_18(major: u32) {
         "postgres",
         &format!(
             "CREATE ROLE {} LOGIN;
-             DO $$ BEGIN CREATE ROLE fixture_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-             DO $$ BEGIN CREATE ROLE fixture_writer NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
+             DO $$ BEGIN CREATE ROLE fixture_reader NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+             DO $$ BEGIN CREATE ROLE fixture_writer NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;",
             quote_ident(&format!("{db}_owner"))
         ),
     );

@@ -172,7 +172,7 @@ fn create_restores_database_properties() {
     c.psql(
         "postgres",
         &format!(
-            "DO $$ BEGIN CREATE ROLE props_owner; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+            "DO $$ BEGIN CREATE ROLE props_owner; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
              ALTER DATABASE {q} OWNER TO props_owner;
              COMMENT ON DATABASE {q} IS 'the ''props'' database';
              REVOKE ALL ON DATABASE {q} FROM PUBLIC;
@@ -186,7 +186,7 @@ fn create_restores_database_properties() {
         )
         .replace(
             "GRANT CONNECT ON DATABASE",
-            "DO $x$ BEGIN CREATE ROLE fixture_reader_x; EXCEPTION WHEN duplicate_object THEN NULL; END $x$; GRANT CONNECT ON DATABASE",
+            "DO $x$ BEGIN CREATE ROLE fixture_reader_x; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $x$; GRANT CONNECT ON DATABASE",
         ),
     );
     c.psql(&src, "SET default_transaction_read_only = off; CREATE TABLE t(x int); INSERT INTO t VALUES (1), (2);");
@@ -226,7 +226,7 @@ fn row_level_security_errors_instead_of_a_short_backup() {
     c.create_db(&db);
     c.psql(
         &db,
-        "DO $$ BEGIN CREATE ROLE rls_reader LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+        "DO $$ BEGIN CREATE ROLE rls_reader LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
          CREATE TABLE secrets(id int, owner text);
          INSERT INTO secrets VALUES (1, 'rls_reader'), (2, 'someone_else');
          ALTER TABLE secrets ENABLE ROW LEVEL SECURITY;
