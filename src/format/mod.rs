@@ -8,4 +8,5 @@ pub mod compress;
 pub mod copyfmt;
 pub mod largeobj;
 pub mod manifest;
+pub mod name_pattern;
 pub mod stream;
