@@ -145,3 +145,30 @@ fn an_ended_snapshot_transaction_fails_the_backup_with_the_advice_to_resume() {
     gate.release();
     assert_fails_with_advice_and_resumes(&db, &out, o, "importing snapshot");
 }
+
+#[test]
+fn a_terminated_worker_is_not_reported_as_a_lost_snapshot() {
+    // With --retries 0 the worker's lost session fails the backup, but the coordinator's
+    // transaction, and the snapshot, live on: the error is the lost session, not the advice
+    // to go on in another snapshot.
+    let c = cluster();
+    let db = gated_db("lost_worker");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("b");
+    let (backup, _, gate) = start(&db, &out, &["--retries", "0"]);
+    let worker = gate::wait_for_blocked_copy(&db, &[]);
+    c.psql(
+        "postgres",
+        &format!("SELECT pg_terminate_backend({worker}, 60000)"),
+    );
+    gate.release();
+    let o = backup.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains(ADVICE), "the snapshot lives on: {stderr}");
+    assert!(
+        stderr.contains("terminat") || stderr.contains("connection"),
+        "names the lost session: {stderr}"
+    );
+    assert_eq!(manifest(&out)["status"], "failed");
+}

@@ -5,13 +5,15 @@
 //! (SQLSTATE 57P01), its reconnect (57P03, connection refused), its snapshot import ("invalid
 //! snapshot identifier"), pg_dump (only a text on stderr), the coordinator's COMMIT. The step
 //! that noticed says nothing about what happened, so the decision is not made per step but
-//! here, once, after the backup's data phase failed, from two facts:
+//! here, once, after the backup's data phase failed:
 //!
-//! - the failure itself is the loss of a session (see [`Error::is_connection_loss`]): the
-//!   session's transaction, and with it the imported or exported snapshot, is gone;
-//! - or the snapshot can no longer be imported: a fresh session tries `SET TRANSACTION
-//!   SNAPSHOT`, exactly what a worker or pg_dump would do next. This is asked while the
-//!   coordinator's transaction is still open, so it sees the state the failure left behind.
+//! - a fresh session tries `SET TRANSACTION SNAPSHOT`, exactly what a worker or pg_dump would
+//!   do next. This is asked while the coordinator's transaction is still open, so it sees the
+//!   state the failure left behind. If the snapshot imports, it is not lost, even when the
+//!   failure was a lost session (a worker's backend terminated on its own);
+//! - only when that check cannot answer (no free connection slot, no answer in time, the run
+//!   interrupted) does the loss of a session (see [`Error::is_connection_loss`]) count as the
+//!   loss of the snapshot, whose transaction may have gone with it.
 //!
 //! A snapshot-lost failure gets the advice to go on with `--resume --allow-inconsistent`: a
 //! new run can read the rest only in a new snapshot.
@@ -39,13 +41,20 @@ pub(crate) async fn classify(
     if matches!(err, Error::Interrupted | Error::SnapshotLost { .. }) {
         return err;
     }
-    let lost = err.is_connection_loss()
-        || tokio::select! {
-            r = tokio::time::timeout(CHECK_TIMEOUT, importable(conn, dbname, snapshot)) => {
-                matches!(r, Ok(Importable::No))
-            }
-            _ = cancel.cancelled() => false,
-        };
+    // A lost session alone does not mean a lost snapshot: a worker whose backend was
+    // terminated fails the same way while the coordinator's transaction, and the snapshot,
+    // live on. The import check decides whenever it can answer.
+    let importable = tokio::select! {
+        r = tokio::time::timeout(CHECK_TIMEOUT, importable(conn, dbname, snapshot)) => {
+            r.unwrap_or(Importable::Unknown)
+        }
+        _ = cancel.cancelled() => Importable::Unknown,
+    };
+    let lost = match importable {
+        Importable::No => true,
+        Importable::Yes => false,
+        Importable::Unknown => err.is_connection_loss(),
+    };
     if lost {
         Error::SnapshotLost {
             source: Box::new(err),
