@@ -21,6 +21,7 @@
 
 pub mod backup;
 pub mod clock;
+pub mod contents;
 pub mod cluster;
 pub mod drill;
 pub mod encryption;
