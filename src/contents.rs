@@ -58,7 +58,8 @@ pub struct Contents {
     /// backups, and custom ones whose archive could not be read without an identity).
     pub tables_from: &'static str,
     pub tables: Vec<TableContents>,
-    /// `None` where the manifest does not list them (plain; custom: see `objects`).
+    /// From the manifest (native) or the archive's `SEQUENCE` entries (custom); `None` where
+    /// neither is read (plain; encrypted custom without an identity).
     pub sequences: Option<Vec<Named>>,
     /// `None` where the manifest does not count them (plain, custom: they are in the stream).
     pub large_objects: Option<LargeObjectsContents>,
@@ -154,6 +155,17 @@ pub fn contents(dir: &Store) -> Result<Contents> {
                 })
                 .collect(),
         ),
+        StrategyKind::Custom if objects.state == "listed" => Some(
+            objects
+                .entries
+                .iter()
+                .filter(|e| e.kind == "SEQUENCE")
+                .map(|e| Named {
+                    schema: e.schema.clone().unwrap_or_default(),
+                    name: e.name.clone(),
+                })
+                .collect(),
+        ),
         _ => None,
     };
     let large_objects = (m.strategy.kind == StrategyKind::Native).then(|| LargeObjectsContents {
@@ -173,6 +185,8 @@ pub fn contents(dir: &Store) -> Result<Contents> {
         consistent: m.consistent,
         encrypted: !m.options.recipients.is_empty(),
         totals: m.totals.clone(),
+        // Integration point for the backup filters (branch `bfilter`): copy the manifest's
+        // record here, e.g. `serde_json::to_value(&m.filters).ok()`, `None` when empty.
         filters: None,
         tables_from,
         tables,
@@ -214,10 +228,10 @@ fn archive_tables(objects: &Objects) -> Vec<TableContents> {
         .collect()
 }
 
-/// The note of an encrypted archive read without an identity.
-pub fn needs_identity_note() -> String {
+/// The note of an encrypted archive read without an identity: `what` needs one.
+fn needs_identity_note(what: &str) -> String {
     format!(
-        "the schema archive is encrypted: listing the other objects needs --identity FILE (or {})",
+        "{what} needs --identity FILE (or {})",
         crate::encryption::IDENTITY_FILE_ENV
     )
 }
@@ -240,10 +254,16 @@ fn archive_objects(dir: &Store, m: &Manifest) -> Result<Objects> {
             "the backup has no stream files (it ended before pg_dump wrote any)",
         )),
         StrategyKind::Native if m.schema.iter().any(|s| s.chunk.encrypted) && !can_decrypt => {
-            Ok(Objects::not_listed("needs_identity", needs_identity_note()))
+            Ok(Objects::not_listed(
+                "needs_identity",
+                needs_identity_note("the schema archive is encrypted: listing the other objects"),
+            ))
         }
         StrategyKind::Custom if m.stream.iter().any(|c| c.encrypted) && !can_decrypt => {
-            Ok(Objects::not_listed("needs_identity", needs_identity_note()))
+            Ok(Objects::not_listed(
+                "needs_identity",
+                needs_identity_note("the pg_dump archive is encrypted: listing its tables and objects"),
+            ))
         }
         StrategyKind::Native => {
             choose_tools(m)?;

@@ -51,7 +51,14 @@ pub fn contents_command(args: ContentsArgs) -> Result<()> {
         (true, Some(name)) => database_backup(&store, name)?,
         (true, None) => {
             let c = cluster_contents(&store)?;
-            print!("{}", if args.json { json(&c) } else { cluster_text(&c) });
+            print!(
+                "{}",
+                if args.json {
+                    json(&c)
+                } else {
+                    cluster_text(&c)
+                }
+            );
             return Ok(());
         }
         (false, Some(_)) => {
@@ -63,7 +70,14 @@ pub fn contents_command(args: ContentsArgs) -> Result<()> {
         (false, None) => store,
     };
     let c = contents(&store)?;
-    print!("{}", if args.json { json(&c) } else { text(&c, args.verbose) });
+    print!(
+        "{}",
+        if args.json {
+            json(&c)
+        } else {
+            text(&c, args.verbose)
+        }
+    );
     Ok(())
 }
 
@@ -74,7 +88,10 @@ fn json(value: &impl serde::Serialize) -> String {
 /// A name as a `-t`/`-n` pattern takes it: bare when it is a plain lower-case identifier,
 /// else double-quoted (psql's rules: `"` doubled inside).
 fn pattern_name(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
@@ -93,7 +110,14 @@ fn qualified(schema: &str, name: &str) -> String {
 pub fn text(c: &Contents, verbose: bool) -> String {
     let mut o = String::new();
     let mut flags = vec![c.strategy.clone(), c.status.clone()];
-    flags.push(if c.consistent { "consistent" } else { "NOT consistent" }.into());
+    flags.push(
+        if c.consistent {
+            "consistent"
+        } else {
+            "NOT consistent"
+        }
+        .into(),
+    );
     if c.encrypted {
         flags.push("encrypted".into());
     }
@@ -117,11 +141,14 @@ pub fn text(c: &Contents, verbose: bool) -> String {
         c.totals.duration_secs
     );
     let t = &c.totals;
+    // Only a native manifest counts tables and rows.
+    let counted = match c.tables_from {
+        "manifest" => format!("{} tables, {} rows, ", t.tables, t.rows),
+        _ => String::new(),
+    };
     let _ = writeln!(
         o,
-        "  {} tables, {} rows, {} files, {} raw, {} stored",
-        t.tables,
-        t.rows,
+        "  {counted}{} files, {} raw, {} stored",
         t.chunks,
         human_bytes(t.raw_bytes),
         human_bytes(t.stored_bytes)
@@ -168,10 +195,27 @@ fn tables_text(o: &mut String, c: &Contents) {
         .iter()
         .map(|t| qualified(&t.schema, &t.name))
         .collect();
-    let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(5);
+    if c.tables_from != "manifest" {
+        // Names only: the archive has no rows or sizes per table.
+        for name in &names {
+            let _ = writeln!(o, "  {name}");
+        }
+        schemas_text(o, c);
+        return;
+    }
+    let w = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let num = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
     let size = |v: Option<u64>| v.map_or("-".to_string(), human_bytes);
-    let _ = writeln!(o, "  {:<w$}  {:>12}  {:>10}  {:>10}", "TABLE", "ROWS", "RAW", "STORED");
+    let _ = writeln!(
+        o,
+        "  {:<w$}  {:>12}  {:>10}  {:>10}",
+        "TABLE", "ROWS", "RAW", "STORED"
+    );
     for (t, name) in c.tables.iter().zip(&names) {
         let mut remark = String::new();
         if !t.complete {
@@ -188,6 +232,11 @@ fn tables_text(o: &mut String, c: &Contents) {
             size(t.stored_bytes)
         );
     }
+    schemas_text(o, c);
+}
+
+/// `schemas with tables: app (22), "Sales Data" (3)`: what a `-n` would take.
+fn schemas_text(o: &mut String, c: &Contents) {
     let mut schemas: BTreeMap<&str, usize> = BTreeMap::new();
     for t in &c.tables {
         *schemas.entry(t.schema.as_str()).or_default() += 1;
@@ -211,7 +260,11 @@ fn objects_text(o: &mut String, c: &Contents, verbose: bool) {
         o,
         "objects ({} in the archive, by kind{}):",
         objects.entries.len(),
-        if verbose { "" } else { "; --verbose names them" }
+        if verbose {
+            ""
+        } else {
+            "; --verbose names them"
+        }
     );
     let w = objects.kinds.keys().map(|k| k.len()).max().unwrap_or(0);
     for (kind, n) in &objects.kinds {
@@ -222,7 +275,7 @@ fn objects_text(o: &mut String, c: &Contents, verbose: bool) {
         for e in objects.entries.iter().filter(|e| &e.kind == kind) {
             match &e.schema {
                 Some(s) => {
-                    let _ = writeln!(o, "      {s} {}", e.name);
+                    let _ = writeln!(o, "      {} {}", pattern_name(s), e.name);
                 }
                 None => {
                     let _ = writeln!(o, "      {}", e.name);
@@ -268,7 +321,11 @@ fn cluster_text(c: &ClusterContents) -> String {
         "DATABASE", "STATUS", "STRATEGY", "RAW", "STORED"
     );
     for d in &c.databases {
-        let error = d.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default();
+        let error = d
+            .error
+            .as_deref()
+            .map(|e| format!("  {e}"))
+            .unwrap_or_default();
         let _ = writeln!(
             o,
             "  {:<w$}  {:<9}  {:<8}  {:>10}  {:>10}{error}",

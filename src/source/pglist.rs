@@ -192,7 +192,13 @@ pub fn list_archive(input: &mut dyn Read) -> Result<Listed> {
 mod tests {
     use super::*;
 
-    fn entry(id: u32, kind: &str, schema: Option<&str>, name: &str, owner: Option<&str>) -> TocEntry {
+    fn entry(
+        id: u32,
+        kind: &str,
+        schema: Option<&str>,
+        name: &str,
+        owner: Option<&str>,
+    ) -> TocEntry {
         TocEntry {
             id,
             kind: kind.into(),
@@ -220,14 +226,50 @@ mod tests {
             vec![
                 entry(5, "SCHEMA", None, "public", Some("pg_database_owner")),
                 entry(215, "TABLE", Some("public"), "orders", Some("postgres")),
-                entry(3340, "TABLE DATA", Some("public"), "orders", Some("postgres")),
-                entry(3190, "CONSTRAINT", Some("public"), "orders orders_pkey", Some("postgres")),
-                entry(3191, "FK CONSTRAINT", Some("public"), "lines lines_order_fkey", Some("postgres")),
-                entry(3400, "COMMENT", None, "SCHEMA public", Some("pg_database_owner")),
+                entry(
+                    3340,
+                    "TABLE DATA",
+                    Some("public"),
+                    "orders",
+                    Some("postgres")
+                ),
+                entry(
+                    3190,
+                    "CONSTRAINT",
+                    Some("public"),
+                    "orders orders_pkey",
+                    Some("postgres")
+                ),
+                entry(
+                    3191,
+                    "FK CONSTRAINT",
+                    Some("public"),
+                    "lines lines_order_fkey",
+                    Some("postgres")
+                ),
+                entry(
+                    3400,
+                    "COMMENT",
+                    None,
+                    "SCHEMA public",
+                    Some("pg_database_owner")
+                ),
                 entry(3401, "ENCODING", None, "ENCODING", None),
-                entry(3402, "TEXT SEARCH CONFIGURATION", Some("public"), "my cfg", Some("alice")),
+                entry(
+                    3402,
+                    "TEXT SEARCH CONFIGURATION",
+                    Some("public"),
+                    "my cfg",
+                    Some("alice")
+                ),
                 entry(6, "SCHEMA", None, "Sales Data", Some("postgres")),
-                entry(216, "TABLE", Some("Sales Data"), "Ünïcode \"quoted\" table", Some("postgres")),
+                entry(
+                    216,
+                    "TABLE",
+                    Some("Sales Data"),
+                    "Ünïcode \"quoted\" table",
+                    Some("postgres")
+                ),
             ]
         );
     }
