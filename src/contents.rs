@@ -168,7 +168,7 @@ pub fn contents(dir: &Store) -> Result<Contents> {
         ),
         _ => None,
     };
-    let large_objects = (m.strategy.kind == StrategyKind::Native).then(|| LargeObjectsContents {
+    let large_objects = (m.strategy.kind == StrategyKind::Native).then_some(LargeObjectsContents {
         count: m.large_objects.count,
         bytes: m.large_objects.bytes,
     });

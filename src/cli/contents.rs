@@ -51,34 +51,40 @@ pub fn contents_command(args: ContentsArgs) -> Result<()> {
         (true, Some(name)) => database_backup(&store, name)?,
         (true, None) => {
             let c = cluster_contents(&store)?;
-            print!(
-                "{}",
-                if args.json {
-                    json(&c)
-                } else {
-                    cluster_text(&c)
-                }
-            );
-            return Ok(());
+            return emit(if args.json {
+                json(&c)
+            } else {
+                cluster_text(&c)
+            });
         }
         (false, Some(_)) => {
+            // A location without a backup says so first.
+            dbbackup::format::manifest::Manifest::load(&store)?;
             return Err(Error::Usage(format!(
                 "--database chooses a database of a cluster backup; {} is a single-database backup",
                 args.dir.display()
-            )))
+            )));
         }
         (false, None) => store,
     };
     let c = contents(&store)?;
-    print!(
-        "{}",
-        if args.json {
-            json(&c)
-        } else {
-            text(&c, args.verbose)
+    emit(if args.json {
+        json(&c)
+    } else {
+        text(&c, args.verbose)
+    })
+}
+
+/// Writes the report to stdout; a reader that stopped early (`| head`) is not an error.
+fn emit(report: String) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(report.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io("writing", "standard output", e))
         }
-    );
-    Ok(())
+        _ => Ok(()),
+    }
 }
 
 fn json(value: &impl serde::Serialize) -> String {
