@@ -1,6 +1,6 @@
 //! `dbbackup contents`: what a backup holds, checked against the manifest, the source database
-//! (`SELECT count(*)`) and the stock tool (`pg_restore --list` of the same archive), for native
-//! and custom backups, encrypted ones with and without an identity, in `s3://`, by repository
+//! (`SELECT count(*)`) and the stock tool (`pg_restore --list` of the same archive), for native,
+//! custom and plain backups, encrypted ones with and without an identity, in `s3://`, by repository
 //! name, in a cluster backup; and bad input (missing, corrupt, wrong key) as one line.
 //!
 //! One database of `fixtures/hard_types.sql` (quoted, mixed-case, non-ASCII and space-holding
@@ -31,6 +31,8 @@ struct Source {
     custom: PathBuf,
     /// Custom, encrypted to `key`.
     custom_encrypted: PathBuf,
+    /// Plain, unencrypted.
+    plain: PathBuf,
     key: PathBuf,
     other_key: PathBuf,
 }
@@ -73,6 +75,7 @@ fn source() -> &'static Source {
                 "custom_enc",
                 &["--format", "custom", "--recipient", &public],
             ),
+            plain: backup("plain", &["--format", "plain"]),
             db,
             key,
             other_key,
@@ -337,6 +340,24 @@ fn a_custom_backup_lists_its_tables_and_objects_from_the_stream() {
             .any(|q| q["schema"] == "app" && q["name"] == "shared_seq"),
         "{v}"
     );
+}
+
+#[test]
+fn a_plain_backup_says_what_it_cannot_list() {
+    let s = source();
+    let v = contents_json(&[], &s.plain);
+    assert_eq!(v["strategy"], "plain");
+    assert_eq!(v["tables_from"], "none");
+    assert_eq!(v["tables"].as_array().unwrap().len(), 0);
+    assert!(
+        v["sequences"].is_null() && v["large_objects"].is_null(),
+        "{v}"
+    );
+    assert_eq!(v["objects"]["state"], "not_listed");
+    assert_eq!(v["totals"], manifest_json(&s.plain)["totals"]);
+    let printed = text(&run_ok(dbbackup().arg("contents").arg(&s.plain)).stdout);
+    assert!(printed.contains("tables: not listed"), "{printed}");
+    assert!(printed.contains("one SQL script"), "{printed}");
 }
 
 // ---------------------------------------------------------------------------------------------
