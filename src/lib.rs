@@ -3,7 +3,7 @@
 //! The folders are the layers, and a module imports only from its own layer or the ones below:
 //!
 //! ```text
-//! cli (binary) → repo → cluster, drill → backup / restore / verify → source → format → storage
+//! cli (binary) → repo → cluster, drill → backup / restore / verify / contents → source → format → storage
 //!                     error, progress, clock, memory: usable by all
 //! ```
 //!
@@ -13,7 +13,7 @@
 //! - [`source`]: the database side: connections, probe and plan, the native COPY and
 //!   large-object dumps, the PostgreSQL client tools run as children, hot standbys (settings,
 //!   recovery conflicts, `--pause-replay`).
-//! - [`backup`], [`restore`], [`verify`]: the operations on one database.
+//! - [`backup`], [`restore`], [`verify`], [`contents`]: the operations on one database.
 //! - [`cluster`]: every database of a server, each through the operations above.
 //! - [`repo`]: many backups under one location: layout, catalog (`list`), names
 //!   (`DB@latest`), retention (`expire`), the Prometheus metrics file.
@@ -22,6 +22,7 @@
 pub mod backup;
 pub mod clock;
 pub mod cluster;
+pub mod contents;
 pub mod drill;
 pub mod encryption;
 pub mod error;

@@ -117,6 +117,10 @@ async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
         // The drill's connection is its target server: resolved there, with --target-host/-port.
         return cli::drill::drill(&cli.conn, args, cancel).await;
     }
+    if let Command::Contents(args) = cli.command {
+        // Reads the backup only: no server, so no connection settings to resolve.
+        return cli::contents::contents_command(args);
+    }
     let conn = ConnParams::resolve(&cli.conn)?;
     match cli.command {
         Command::Backup(BackupCommand::Single(args)) => {
@@ -129,7 +133,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> dbbackup::Result<()> {
         Command::Restore(args) => cli::commands::restore(&conn, args, cancel).await,
         Command::List(args) => cli::repo::list(args),
         Command::Expire(args) => cli::repo::expire(args),
-        Command::Drill(_) => unreachable!("handled above"),
+        Command::Drill(_) | Command::Contents(_) => unreachable!("handled above"),
     }
 }
 

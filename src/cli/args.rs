@@ -53,6 +53,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore a backup into a database
     Restore(RestoreArgs),
+    /// Show what a backup holds, without a server: tables with rows and sizes, objects by kind
+    Contents(super::contents::ContentsArgs),
     /// List the backups of a repository (--repo), newest first
     List(ListArgs),
     /// Delete the backups of a repository that no --keep-* rule keeps (restic's rules)
@@ -247,7 +249,7 @@ impl From<FormatArg> for FormatChoice {
 }
 
 /// `--repo` and the backup it names, for the commands that read a backup.
-const BACKUP_ARG_HELP: &str = "Backup directory (or s3://BUCKET/PREFIX); with --repo a name: \
+pub const BACKUP_ARG_HELP: &str = "Backup directory (or s3://BUCKET/PREFIX); with --repo a name: \
     DB@latest (the newest complete backup of DB), DB@20261129T020000Z, cluster@latest";
 
 #[derive(Args, Debug)]

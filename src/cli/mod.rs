@@ -4,6 +4,7 @@ pub mod args;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod contents;
 pub mod drill;
 pub mod location;
 pub mod progress;

@@ -21,11 +21,13 @@
 //! (`timeout after <DURATION>`) and the cluster backup goes on with the next database.
 
 mod backup;
+mod contents;
 mod guard;
 mod manifest;
 mod restore;
 
 pub use backup::*;
+pub use contents::*;
 pub use guard::*;
 pub use manifest::*;
 pub use restore::*;

@@ -1,0 +1,327 @@
+//! `contents`: what one backup holds, without a server: its header facts and tables from the
+//! manifest, the other objects from the table of contents of its pg_dump archive (read by
+//! `pg_restore --list`, see [`crate::source::pglist`]).
+//!
+//! Where each part comes from, by strategy:
+//!
+//! - native: tables (rows, raw and stored bytes summed over their units' chunks), sequences
+//!   and large objects from the manifest, which is never encrypted; the other objects from
+//!   `schema/schema.dump` (pre-data and post-data), which needs an identity when encrypted.
+//! - custom: the manifest lists no tables; tables, sequences and every other object come from
+//!   the table of contents at the start of the stored pg_dump stream (only its first pieces
+//!   are read), without rows or sizes, which the stream does not record per table. Encrypted:
+//!   nothing but the header facts without an identity.
+//! - plain: one SQL script; nothing is listed (that would mean decompressing all of it).
+//!
+//! The archive is decrypted and decompressed into pg_restore's stdin only, never onto disk.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::chunk::ChunkReader;
+use crate::format::manifest::{Manifest, StrategyKind, Totals};
+use crate::format::stream::{open_stream, stream_error};
+use crate::source::pglist::{list_archive, parse_listing, Listed, TocEntry};
+use crate::storage::Store;
+
+/// What a backup holds. Serialized as `contents --json` prints it (docs/contents.md): the field
+/// names are a stable interface.
+#[derive(Debug, Serialize)]
+pub struct Contents {
+    /// Where the backup is (directory or `s3://` location).
+    pub location: String,
+    /// The database that was backed up.
+    pub database: String,
+    /// `complete`, `failed`, `in_progress`, `deleting`.
+    pub status: String,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// `native`, `plain` or `custom`.
+    pub strategy: String,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub consistent: bool,
+    /// Every stored file is encrypted (restore and the object list need an identity).
+    pub encrypted: bool,
+    /// The manifest's totals (tables, rows, chunks, raw_bytes, stored_bytes, duration_secs).
+    pub totals: Totals,
+    /// The table and schema filters the backup was taken with (`--table`, `--exclude-table`,
+    /// ...), as the manifest records them; `None` when it records none.
+    // The manifest does not record filters yet (branch `bfilter` adds them): this is where
+    // they go, copied from the manifest in `contents` below.
+    pub filters: Option<serde_json::Value>,
+    /// Where `tables` comes from: `manifest`, `archive` (custom backups) or `none` (plain
+    /// backups, and custom ones whose archive could not be read without an identity).
+    pub tables_from: &'static str,
+    pub tables: Vec<TableContents>,
+    /// From the manifest (native) or the archive's `SEQUENCE` entries (custom); `None` where
+    /// neither is read (plain; encrypted custom without an identity).
+    pub sequences: Option<Vec<Named>>,
+    /// `None` where the manifest does not count them (plain, custom: they are in the stream).
+    pub large_objects: Option<LargeObjectsContents>,
+    pub objects: Objects,
+}
+
+/// One table: from the manifest (native) with its rows and sizes, or from the archive's table
+/// of contents (custom) without them.
+#[derive(Debug, Serialize)]
+pub struct TableContents {
+    pub schema: String,
+    pub name: String,
+    pub rows: Option<u64>,
+    /// Uncompressed COPY bytes of its chunks.
+    pub raw_bytes: Option<u64>,
+    /// Stored (compressed, encrypted) bytes of its chunks.
+    pub stored_bytes: Option<u64>,
+    pub chunks: Option<u64>,
+    /// False while some of its units are not finished (a failed or running backup).
+    pub complete: bool,
+    /// Set for an extension's configuration table: the extension's name.
+    pub extension: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Named {
+    pub schema: String,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LargeObjectsContents {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// The entries of the backup's pg_dump archive.
+#[derive(Debug, Serialize)]
+pub struct Objects {
+    /// `listed`; `needs_identity` (the archive is encrypted and no identity was given);
+    /// `not_listed` (see `note`).
+    pub state: &'static str,
+    /// Why they are not listed, when they are not.
+    pub note: Option<String>,
+    /// Number of entries per kind (`INDEX`, `FK CONSTRAINT`, ...).
+    pub kinds: BTreeMap<String, u64>,
+    pub entries: Vec<TocEntry>,
+}
+
+impl Objects {
+    fn not_listed(state: &'static str, note: impl Into<String>) -> Objects {
+        Objects {
+            state,
+            note: Some(note.into()),
+            kinds: BTreeMap::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    fn listed(entries: Vec<TocEntry>) -> Objects {
+        let mut kinds = BTreeMap::new();
+        for e in &entries {
+            *kinds.entry(e.kind.clone()).or_insert(0) += 1;
+        }
+        Objects {
+            state: "listed",
+            note: None,
+            kinds,
+            entries,
+        }
+    }
+}
+
+/// Builds the contents of the single-database backup in `dir`. A manifest that cannot be read,
+/// an archive that does not match its checksum, an identity that does not open it, or a
+/// pg_restore that cannot read it are errors; an encrypted archive without any identity is not
+/// (the objects then say `needs_identity`).
+pub fn contents(dir: &Store) -> Result<Contents> {
+    let m = Manifest::load(dir)?;
+    let objects = archive_objects(dir, &m)?;
+    let (tables_from, tables) = match m.strategy.kind {
+        StrategyKind::Native => ("manifest", m.tables.iter().map(manifest_table).collect()),
+        StrategyKind::Custom if objects.state == "listed" => ("archive", archive_tables(&objects)),
+        _ => ("none", Vec::new()),
+    };
+    let sequences = match m.strategy.kind {
+        StrategyKind::Native => Some(
+            m.sequences
+                .iter()
+                .map(|s| Named {
+                    schema: s.schema.clone(),
+                    name: s.name.clone(),
+                })
+                .collect(),
+        ),
+        StrategyKind::Custom if objects.state == "listed" => Some(
+            objects
+                .entries
+                .iter()
+                .filter(|e| e.kind == "SEQUENCE")
+                .map(|e| Named {
+                    schema: e.schema.clone().unwrap_or_default(),
+                    name: e.name.clone(),
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
+    let large_objects = (m.strategy.kind == StrategyKind::Native).then_some(LargeObjectsContents {
+        count: m.large_objects.count,
+        bytes: m.large_objects.bytes,
+    });
+    Ok(Contents {
+        location: dir.display(),
+        database: m.database.name.clone(),
+        status: m.status.as_str().to_string(),
+        error: m.error.clone(),
+        strategy: m.strategy.kind.as_str().to_string(),
+        server_version: m.server_version.clone(),
+        pg_dump_version: m.pg_dump_version.clone(),
+        started_at: m.started_at.clone(),
+        finished_at: m.finished_at.clone(),
+        consistent: m.consistent,
+        encrypted: !m.options.recipients.is_empty(),
+        totals: m.totals.clone(),
+        // Integration point for the backup filters (branch `bfilter`): copy the manifest's
+        // record here, e.g. `serde_json::to_value(&m.filters).ok()`, `None` when empty.
+        filters: None,
+        tables_from,
+        tables,
+        sequences,
+        large_objects,
+        objects,
+    })
+}
+
+fn manifest_table(t: &crate::format::manifest::Table) -> TableContents {
+    TableContents {
+        schema: t.schema.clone(),
+        name: t.name.clone(),
+        rows: Some(t.rows()),
+        raw_bytes: Some(t.chunks().map(|c| c.raw_bytes).sum()),
+        stored_bytes: Some(t.chunks().map(|c| c.stored_bytes).sum()),
+        chunks: Some(t.chunks().count() as u64),
+        complete: t.units.iter().all(|u| u.done),
+        extension: t.extension_config.as_ref().map(|e| e.extension.clone()),
+    }
+}
+
+/// A custom archive's tables: its `TABLE` entries.
+fn archive_tables(objects: &Objects) -> Vec<TableContents> {
+    objects
+        .entries
+        .iter()
+        .filter(|e| e.kind == "TABLE")
+        .map(|e| TableContents {
+            schema: e.schema.clone().unwrap_or_default(),
+            name: e.name.clone(),
+            rows: None,
+            raw_bytes: None,
+            stored_bytes: None,
+            chunks: None,
+            complete: true,
+            extension: None,
+        })
+        .collect()
+}
+
+/// The note of an encrypted archive read without an identity: `what` needs one.
+fn needs_identity_note(what: &str) -> String {
+    format!(
+        "{what} needs --identity FILE (or {})",
+        crate::encryption::IDENTITY_FILE_ENV
+    )
+}
+
+/// The entries of the backup's archive(s), with the pg_restore that reads what the backup's
+/// pg_dump wrote.
+fn archive_objects(dir: &Store, m: &Manifest) -> Result<Objects> {
+    let can_decrypt = dir.sealing().can_decrypt();
+    match m.strategy.kind {
+        StrategyKind::Plain => Ok(Objects::not_listed(
+            "not_listed",
+            "a plain backup is one SQL script: its tables and objects are not in the manifest, and listing them would mean decompressing the whole script",
+        )),
+        StrategyKind::Native if m.schema.is_empty() => Ok(Objects::not_listed(
+            "not_listed",
+            "the backup has no schema archive (it ended before pg_dump wrote one)",
+        )),
+        StrategyKind::Custom if m.stream.is_empty() => Ok(Objects::not_listed(
+            "not_listed",
+            "the backup has no stream files (it ended before pg_dump wrote any)",
+        )),
+        StrategyKind::Native if m.schema.iter().any(|s| s.chunk.encrypted) && !can_decrypt => {
+            Ok(Objects::not_listed(
+                "needs_identity",
+                needs_identity_note("the schema archive is encrypted: listing the other objects"),
+            ))
+        }
+        StrategyKind::Custom if m.stream.iter().any(|c| c.encrypted) && !can_decrypt => {
+            Ok(Objects::not_listed(
+                "needs_identity",
+                needs_identity_note("the pg_dump archive is encrypted: listing its tables and objects"),
+            ))
+        }
+        StrategyKind::Native => {
+            choose_tools(m)?;
+            let mut entries = Vec::new();
+            // Backups of earlier versions have one archive per section.
+            for s in &m.schema {
+                entries.extend(list_schema_archive(dir, &s.chunk)?);
+            }
+            Ok(Objects::listed(entries))
+        }
+        StrategyKind::Custom => {
+            choose_tools(m)?;
+            Ok(Objects::listed(list_stream(dir, m)?))
+        }
+    }
+}
+
+fn choose_tools(m: &Manifest) -> Result<()> {
+    let archive = crate::source::pgtools::version_num(&m.pg_dump_version);
+    crate::source::pgtools::choose_for_restore(archive, archive).map(|_| ())
+}
+
+/// A native schema archive: read whole (it is small), so that its size and SHA-256 are proven
+/// before its listing is believed.
+fn list_schema_archive(
+    dir: &Store,
+    chunk: &crate::format::manifest::Chunk,
+) -> Result<Vec<TocEntry>> {
+    let mut reader = ChunkReader::open(dir, chunk)?;
+    let path = reader.path().to_path_buf();
+    let listed = list_archive(&mut reader)?;
+    if let Some(e) = listed.read_error {
+        // The checksum explains a damaged file better than the decoder's complaint.
+        reader.finish()?;
+        return Err(Error::io("reading", path, e));
+    }
+    reader.finish()?;
+    listing_entries(listed, &path)
+}
+
+/// A custom backup's stream: only the pieces pg_restore needs for the table of contents are
+/// read (and each of those that is read to its end is checked); `verify` checks the rest.
+fn list_stream(dir: &Store, m: &Manifest) -> Result<Vec<TocEntry>> {
+    let mut dec = open_stream(dir, m)?;
+    let listed = list_archive(&mut dec)?;
+    if let Some(e) = listed.read_error {
+        return Err(stream_error(&mut dec, e));
+    }
+    listing_entries(listed, &dir.describe(&m.stream[0].file))
+}
+
+fn listing_entries(listed: Listed, path: &std::path::Path) -> Result<Vec<TocEntry>> {
+    listed.exit.map_err(|e| {
+        Error::corrupt(
+            path,
+            format!("pg_restore --list cannot read the archive: {e}"),
+        )
+    })?;
+    parse_listing(&listed.listing)
+        .map_err(|why| Error::corrupt(path, format!("reading pg_restore --list: {why}")))
+}
