@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::collections::BTreeSet;
 
 use dbbackup::format::archive_toc::{read_toc, Toc};
+use dbbackup::format::sql_requalify::{requalify, Renames};
 use dbbackup::format::toc_select::{list_file, select, Selection, TableChoice};
 use support::{cluster_of, Cluster};
 
@@ -346,6 +347,34 @@ fn schema_choice_and_sections(toc: &Toc) {
     assert!(!has(&got, "TABLE", "MixedCase"), "{got:?}");
     assert!(sel.schemas.is_empty(), "{sel:?}");
 
+    // An owned sequence follows its table out of a schema chosen whole, but comes when named.
+    let without_table = select(
+        toc,
+        &TableChoice {
+            schemas: ["données".to_string()].into(),
+            exclude_tables: names(&[("données", "élèves")]),
+            ..TableChoice::default()
+        },
+    );
+    let got = picked(toc, &without_table.all());
+    assert!(has(&got, "SCHEMA", "données"), "{got:?}");
+    assert!(
+        !got.iter().any(|(_, tag)| tag.starts_with("élèves")),
+        "{got:?}"
+    );
+    let named = select(
+        toc,
+        &TableChoice {
+            tables: names(&[("données", "élèves_id_seq")]),
+            ..TableChoice::default()
+        },
+    );
+    let got = picked(toc, &named.all());
+    assert!(has(&got, "SEQUENCE", "élèves_id_seq"), "{got:?}");
+    assert!(has(&got, "SEQUENCE SET", "élèves_id_seq"), "{got:?}");
+    assert!(!has(&got, "TABLE", "élèves"), "{got:?}");
+    assert!(!has(&got, "SEQUENCE OWNED BY", "élèves_id_seq"), "{got:?}");
+
     let tables = names(&[("app", "orders"), ("données", "élèves")]);
     let schema_only = select(
         toc,
@@ -379,6 +408,68 @@ fn schema_choice_and_sections(toc: &Toc) {
     );
 }
 
+/// `--into-schema` with the library's pieces: the definitions of chosen tables (a serial
+/// column's DEFAULT with its `nextval('...'::regclass)`, an identity, a sequence a table uses
+/// but does not own), requalified into schema `restored` and run in the live source database,
+/// create the copies there beside the untouched originals.
+fn requalified_definitions_run_in_another_schema(c: &Cluster, d: &Dumped, toc: &Toc) {
+    let chosen = [
+        ("données", "élèves"),
+        ("app", "ident_always"),
+        ("app", "orders"),
+    ];
+    let sel = select(
+        toc,
+        &TableChoice {
+            tables: names(&chosen),
+            schema_only: true,
+            ..TableChoice::default()
+        },
+    );
+    let mut renames = Renames::new();
+    for id in sel.all() {
+        let e = toc.entry(id).unwrap();
+        if e.desc == "TABLE" || e.desc == "SEQUENCE" {
+            renames.add((&e.namespace, &e.tag), ("restored", &e.tag));
+        }
+    }
+    assert_eq!(renames.map.len(), 5, "{renames:?}");
+    let mut sql = String::from("CREATE SCHEMA restored;\n");
+    for id in sel.all() {
+        let e = toc.entry(id).unwrap();
+        sql.push_str(&requalify(&e.defn, &renames).unwrap());
+        sql.push('\n');
+    }
+    let app_before = c.psql(
+        &d.db,
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'app'::regnamespace",
+    );
+    c.try_psql(&d.db, &sql)
+        .unwrap_or_else(|e| panic!("{e}\n--- requalified ---\n{sql}"));
+    let facts = c.psql(
+        &d.db,
+        "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef
+          WHERE adrelid IN ('restored.\"élèves\"'::regclass, 'restored.orders'::regclass)
+          ORDER BY adrelid::regclass::text;
+         SELECT pg_get_serial_sequence('restored.ident_always', 'id');
+         SELECT string_agg(conname || ':' || conrelid::regclass::text, ',' ORDER BY conname)
+           FROM pg_constraint WHERE connamespace = 'restored'::regnamespace AND contype <> 'n';",
+    );
+    assert_eq!(
+        facts,
+        "nextval('restored.\"élèves_id_seq\"'::regclass)\n\
+         nextval('app.shared_seq'::regclass)\n\
+         restored.ident_always_id_seq\n\
+         ident_always_pkey:restored.ident_always,orders_pkey:restored.orders,\
+         orders_what_check:restored.orders,élèves_pkey:restored.\"élèves\""
+    );
+    let app_after = c.psql(
+        &d.db,
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'app'::regnamespace",
+    );
+    assert_eq!(app_before, app_after);
+}
+
 fn read_and_select_on(major: u32) {
     let c = cluster_of(major);
     let mut fixtures = vec!["hard_types.sql"];
@@ -400,6 +491,7 @@ fn read_and_select_on(major: u32) {
     fk_to_unchosen_table_left_out(c, &d, &toc);
     tables_bring_their_objects(c, &d, &toc);
     schema_choice_and_sections(&toc);
+    requalified_definitions_run_in_another_schema(c, &d, &toc);
 }
 
 #[test]
