@@ -402,6 +402,19 @@ pub fn partitions_of(toc: &Toc, schema: &str, name: &str) -> Vec<(String, String
     out
 }
 
+/// The entries among `ids` that create an object under a schema-qualified name of its own
+/// (relations and extended statistics; indexes and constraints take their table's schema):
+/// the names [`crate::format::sql_requalify`] must rename to move a selection into another
+/// schema. (dump id, schema, name) in TOC order.
+pub fn qualified_objects(toc: &Toc, ids: &[i32]) -> Vec<(i32, String, String)> {
+    let want: BTreeSet<i32> = ids.iter().copied().collect();
+    toc.entries
+        .iter()
+        .filter(|e| want.contains(&e.dump_id) && (is(e, RELATIONS) || e.desc == "STATISTICS"))
+        .map(|e| (e.dump_id, e.namespace.clone(), e.tag.clone()))
+        .collect()
+}
+
 /// The content of a `pg_restore -L` list file restoring `ids`: their `pg_restore -l` lines in
 /// TOC order (pg_restore restores a list file's entries in the file's order).
 pub fn list_file(toc: &Toc, ids: &[i32]) -> String {
