@@ -149,6 +149,8 @@ pub async fn run_probe(
     conn: &ConnParams,
     dbname: &str,
     lock_timeout: std::time::Duration,
+    selection: crate::format::selection::Selection,
+    check_matches: bool,
     sessions: &crate::backup::Sessions,
     progress: &dyn Progress,
 ) -> Result<ProbeResult> {
@@ -159,7 +161,7 @@ pub async fn run_probe(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .map_err(|e| Error::query("starting the probe transaction", e))?;
-    let found = probe(client, dbname, lock_timeout).await?;
+    let found = probe(client, dbname, lock_timeout, selection, check_matches).await?;
     let candidates = large_values::candidates(client, &found.tables).await?;
     if !candidates.is_empty() {
         progress.note(&format!(

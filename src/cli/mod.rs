@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod drill;
+pub mod filter_args;
 pub mod location;
 pub mod progress;
 pub mod repo;

@@ -21,6 +21,7 @@
 //! (`timeout after <DURATION>`) and the cluster backup goes on with the next database.
 
 mod backup;
+mod filters;
 mod guard;
 mod manifest;
 mod restore;

@@ -120,18 +120,16 @@ pub fn parse(text: &str, name: &str) -> Result<Vec<FilterItem>> {
             "include" => FilterCommand::Include,
             "exclude" => FilterCommand::Exclude,
             _ => {
-                return Err(reader.error(
-                    "invalid filter command (expected \"include\" or \"exclude\")".into(),
-                ))
+                return Err(reader
+                    .error("invalid filter command (expected \"include\" or \"exclude\")".into()))
             }
         };
         let (word, rest) = keyword(rest);
         if word.is_empty() {
             return Err(reader.error("missing filter object type".into()));
         }
-        let object = FilterObject::from_keyword(word).ok_or_else(|| {
-            reader.error(format!("unsupported filter object type: \"{word}\""))
-        })?;
+        let object = FilterObject::from_keyword(word)
+            .ok_or_else(|| reader.error(format!("unsupported filter object type: \"{word}\"")))?;
         let pattern = reader.read_pattern(rest)?;
         items.push(FilterItem {
             line: lineno,
@@ -352,7 +350,11 @@ mod tests {
         for (text, what, line) in [
             ("\nfrobnicate table x\n", "invalid filter command", 2),
             ("include\n", "missing filter object type", 1),
-            ("include tables x\n", "unsupported filter object type: \"tables\"", 1),
+            (
+                "include tables x\n",
+                "unsupported filter object type: \"tables\"",
+                1,
+            ),
             ("include table\n", "missing object name pattern", 1),
             ("include table \"open\n", "unexpected end of file", 1),
         ] {

@@ -221,18 +221,19 @@ impl Selection {
     }
 
     fn compile(filters: &Filters, only_for: Option<&str>) -> Result<Selection> {
-        let compile = |list: &[String], kind: PatternKind| -> Result<(Vec<String>, Vec<NamePattern>)> {
-            let mut texts = Vec::new();
-            let mut pats = Vec::new();
-            for text in list {
-                let p = NamePattern::parse(text, kind)?;
-                if only_for.is_none_or(|db| p.database_matches(db)) {
-                    texts.push(text.clone());
-                    pats.push(p);
+        let compile =
+            |list: &[String], kind: PatternKind| -> Result<(Vec<String>, Vec<NamePattern>)> {
+                let mut texts = Vec::new();
+                let mut pats = Vec::new();
+                for text in list {
+                    let p = NamePattern::parse(text, kind)?;
+                    if only_for.is_none_or(|db| p.database_matches(db)) {
+                        texts.push(text.clone());
+                        pats.push(p);
+                    }
                 }
-            }
-            Ok((texts, pats))
-        };
+                Ok((texts, pats))
+            };
         let (t, table) = compile(&filters.table, PatternKind::Relation)?;
         let (tx, exclude_table) = compile(&filters.exclude_table, PatternKind::Relation)?;
         let (n, schema) = compile(&filters.schema, PatternKind::Schema)?;
@@ -349,14 +350,17 @@ impl Selection {
     /// A sequence's value (pg_dump's SEQUENCE SET): the sequence is taken and its data not
     /// excluded.
     pub fn sequence_data_selected(&self, seq: &Rel, owner: Option<(&Rel, bool)>) -> bool {
-        self.sequence_selected(seq, owner)
-            && !Selection::any_rel(&self.exclude_table_data, seq)
+        self.sequence_selected(seq, owner) && !Selection::any_rel(&self.exclude_table_data, seq)
     }
 
     /// The rows of an extension's configuration table, whose extension pg_dump dumps only
     /// without `-t`/`-n` (`schema_is_extension_member`: its schema was created by an extension,
     /// so pg_dump never counts it as selected).
-    pub fn extension_config_data_selected(&self, rel: &Rel, schema_is_extension_member: bool) -> bool {
+    pub fn extension_config_data_selected(
+        &self,
+        rel: &Rel,
+        schema_is_extension_member: bool,
+    ) -> bool {
         let mut take = !self.has_includes();
         if !take {
             take = (!self.table.is_empty() && Selection::any_rel(&self.table, rel))
@@ -384,7 +388,12 @@ impl Selection {
             schema: self
                 .schema
                 .iter()
-                .map(|p| (p.text().to_string(), schemas.clone().any(|s| p.matches_schema(s))))
+                .map(|p| {
+                    (
+                        p.text().to_string(),
+                        schemas.clone().any(|s| p.matches_schema(s)),
+                    )
+                })
                 .collect(),
             table: self
                 .table
@@ -418,7 +427,10 @@ pub struct Matches {
 impl Matches {
     /// A pattern matched when it matched in either.
     pub fn merge(&mut self, other: &Matches) {
-        for (mine, theirs) in [(&mut self.schema, &other.schema), (&mut self.table, &other.table)] {
+        for (mine, theirs) in [
+            (&mut self.schema, &other.schema),
+            (&mut self.table, &other.table),
+        ] {
             for (text, hit) in theirs {
                 match mine.iter_mut().find(|(t, _)| t == text) {
                     Some((_, h)) => *h |= *hit,
@@ -509,8 +521,11 @@ mod tests {
 
     #[test]
     fn table_patterns_win_over_schema_patterns() {
-        let s = Selection::new(&filters(&["app.orders"], &[], &["other"], &["app"], &[]), "db")
-            .unwrap();
+        let s = Selection::new(
+            &filters(&["app.orders"], &[], &["other"], &["app"], &[]),
+            "db",
+        )
+        .unwrap();
         assert!(s.table_selected(&rel("app", "orders")));
         assert!(!s.table_selected(&rel("other", "x")));
         assert!(!s.large_objects_selected());
@@ -529,7 +544,13 @@ mod tests {
     #[test]
     fn schemas_exclusions_and_data() {
         let s = Selection::new(
-            &filters(&[], &["app.secret"], &["app*"], &["app_old"], &["app.audit"]),
+            &filters(
+                &[],
+                &["app.secret"],
+                &["app*"],
+                &["app_old"],
+                &["app.audit"],
+            ),
             "db",
         )
         .unwrap();
@@ -557,7 +578,13 @@ mod tests {
 
     #[test]
     fn database_parts() {
-        let f = filters(&["shop.public.orders", "other.public.x"], &[], &[], &[], &[]);
+        let f = filters(
+            &["shop.public.orders", "other.public.x"],
+            &[],
+            &[],
+            &[],
+            &[],
+        );
         let e = Selection::new(&f, "shop").unwrap_err();
         assert_eq!(
             e.to_string(),
