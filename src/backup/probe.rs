@@ -119,6 +119,11 @@ impl ProbeResult {
             p.server_version,
             self.client_tools
         );
+        // The counts above are of what the filters selected: say so.
+        let line = match p.selection.is_everything() {
+            true => line,
+            false => format!("{line}; selected by {}", p.selection.filters().describe()),
+        };
         match &p.standby {
             Some(s) => format!("{line}; {}", s.describe()),
             None => line,

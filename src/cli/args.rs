@@ -190,7 +190,7 @@ pub struct DumpArgs {
     #[arg(long, value_name = "FILE")]
     pub recipients_file: Vec<PathBuf>,
     #[command(flatten)]
-    pub filter: super::filter_args::FilterArgs,
+    pub filter: Box<super::filter_args::FilterArgs>,
 }
 
 /// The private keys that decrypt an encrypted backup (restore, verify).

@@ -121,8 +121,8 @@ mod tests {
 
     fn filter_of(cli: Cli) -> FilterArgs {
         match cli.command {
-            Command::Backup(BackupCommand::Single(a)) => a.dump.filter,
-            Command::Backup(BackupCommand::Cluster(a)) => a.dump.filter,
+            Command::Backup(BackupCommand::Single(a)) => *a.dump.filter,
+            Command::Backup(BackupCommand::Cluster(a)) => *a.dump.filter,
             other => panic!("{other:?}"),
         }
     }
