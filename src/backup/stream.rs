@@ -200,9 +200,13 @@ pub async fn backup_stream(
     };
     // The selection, as pg_dump's own switches (filter files expanded, `db.` parts checked
     // and dropped), so any pg_dump version takes what the probe took.
-    // Large objects (--blobs) are included by default for a whole database; said anyway.
+    // The selection as pg_dump's switches (with -t/-n, --blobs only when -b asked for it).
     let selection = &plan.probe.selection;
     format_args.extend(selection.pg_dump_args().into_iter().map(OsString::from));
+    if !selection.has_includes() {
+        // Large objects: included by default for a whole database; say so anyway.
+        format_args.push("--blobs".into());
+    }
     let budget = budget::stream(
         opts.memory_limit,
         opts.backups_at_once,

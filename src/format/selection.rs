@@ -273,14 +273,15 @@ impl Selection {
     }
 
     /// pg_dump's switches for this selection (see [`Filters::pg_dump_args`]), with `--blobs`
-    /// when large objects are taken; in a cluster without `--strict-names`, which is judged
-    /// across the databases.
+    /// when `-b` asks for large objects beside `-t`/`-n`; in a cluster without
+    /// `--strict-names`, which is judged across the databases. Empty for a selection of
+    /// everything.
     pub fn pg_dump_args(&self) -> Vec<String> {
         let mut args = self.filters.pg_dump_args();
         if self.per_database {
             args.retain(|a| a != "--strict-names");
         }
-        if self.large_objects_selected() {
+        if self.has_includes() && self.filters.large_objects {
             args.push("--blobs".into());
         }
         args
