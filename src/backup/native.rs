@@ -179,6 +179,20 @@ async fn backup_locked(
             return Ok(Done::AlreadyComplete);
         }
         check_options(&m.options, &options_record(opts))?;
+        // Another selection would mix two backups' tables.
+        let filters = opts.selection(dbname)?.filters().recorded();
+        if m.filters != filters {
+            let show = |f: &Option<crate::format::selection::Filters>| {
+                f.as_ref()
+                    .map_or_else(|| "none (every table)".to_string(), |f| f.describe())
+            };
+            return Err(Error::Usage(format!(
+                "--resume: the backup in {} was started with filters {}, not {}; resume it with the same ones (or none, to take them from the backup)",
+                opts.out.display(),
+                show(&m.filters),
+                show(&filters)
+            )));
+        }
         if m.database.name != dbname {
             return Err(Error::Refused(format!(
                 "{} holds a backup of database {:?}, not {dbname:?}",
@@ -215,7 +229,14 @@ async fn backup_locked(
             .map_err(|e| Error::query("starting the snapshot transaction", e))
     })
     .await?;
-    let found = cancellable(cancel, sessions, probe(client, dbname, opts.lock_timeout)).await?;
+    let selection = opts.selection(dbname)?;
+    let check = !opts.filters_per_database;
+    let found = cancellable(
+        cancel,
+        sessions,
+        probe(client, dbname, opts.lock_timeout, selection, check),
+    )
+    .await?;
     let findings = with_client_tools(found)?;
     let pg_dump_version = findings.pg_dump_version.clone();
     progress.note(&findings.summary_line(dbname));
@@ -415,5 +436,6 @@ fn initial_manifest(
         totals: Totals::default(),
         memory: None,
         retries: 0,
+        filters: found.selection.filters().recorded(),
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::format::compress::Codec;
 use crate::format::manifest::OptionsRecord;
+use crate::format::selection::{Filters, Selection};
 use crate::source::probe::CopyFormatChoice;
 
 /// Options of a native backup (the CLI's flags, validated).
@@ -38,6 +39,23 @@ pub struct BackupOptions {
     pub backups_at_once: usize,
     /// `--pause-replay`: pause WAL replay on a standby for the backup ([`super::standby`]).
     pub pause_replay: ReplayPause,
+    /// `-t`, `-T`, `-n`, `-N`, `--exclude-table-data`, `--strict-names`, `-b` (filter files
+    /// expanded): which tables are backed up ([`crate::format::selection`]).
+    pub filters: Filters,
+    /// Part of a cluster backup: a `db.schema.table` pattern for another database is left out
+    /// here rather than refused, and `--strict-names` is judged across the databases.
+    pub filters_per_database: bool,
+}
+
+impl BackupOptions {
+    /// The selection for database `dbname`.
+    pub fn selection(&self, dbname: &str) -> Result<Selection> {
+        if self.filters_per_database {
+            Selection::for_database(&self.filters, dbname)
+        } else {
+            Selection::new(&self.filters, dbname)
+        }
+    }
 }
 
 /// Whether WAL replay on a standby is paused for a backup.

@@ -119,6 +119,11 @@ impl ProbeResult {
             p.server_version,
             self.client_tools
         );
+        // The counts above are of what the filters selected: say so.
+        let line = match p.selection.is_everything() {
+            true => line,
+            false => format!("{line}; selected by {}", p.selection.filters().describe()),
+        };
         match &p.standby {
             Some(s) => format!("{line}; {}", s.describe()),
             None => line,
@@ -149,6 +154,8 @@ pub async fn run_probe(
     conn: &ConnParams,
     dbname: &str,
     lock_timeout: std::time::Duration,
+    selection: crate::format::selection::Selection,
+    check_matches: bool,
     sessions: &crate::backup::Sessions,
     progress: &dyn Progress,
 ) -> Result<ProbeResult> {
@@ -159,7 +166,7 @@ pub async fn run_probe(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .map_err(|e| Error::query("starting the probe transaction", e))?;
-    let found = probe(client, dbname, lock_timeout).await?;
+    let found = probe(client, dbname, lock_timeout, selection, check_matches).await?;
     let candidates = large_values::candidates(client, &found.tables).await?;
     if !candidates.is_empty() {
         progress.note(&format!(

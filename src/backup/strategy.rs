@@ -6,7 +6,8 @@
 //! 1. `--parallel-tables N` with N > 1 given explicitly → **native**: the parallel path;
 //! 2. otherwise, a value over 500 MiB in some table ([`crate::source::large_values`]) →
 //!    **native**: pg_dump's text output cannot carry it (binary COPY can);
-//! 3. otherwise, `pg_database_size` below `--plain-threshold` (default 5 GiB) → **custom**:
+//! 3. otherwise, `pg_database_size` (with backup filters: the selected tables and large objects)
+//!    below `--plain-threshold` (default 5 GiB) → **custom**:
 //!    pg_restore keeps its selective (`-L`/`-n`/`-t`) and parallel (`-j`) restore;
 //! 4. otherwise (at or above the threshold) → **plain**: one SQL stream, without custom
 //!    format's per-object framing.
@@ -198,6 +199,7 @@ async fn choose_and_run(
     // Cancellable like the backup itself: a timeout or Ctrl-C during a probe that waits for a
     // lock (or reads a heap for value sizes) cancels its statement on the server.
     let sessions = Sessions::default();
+    let selection = opts.selection(dbname)?;
     let found = cancellable(
         &cancel,
         &sessions,
@@ -205,6 +207,8 @@ async fn choose_and_run(
             conn,
             dbname,
             opts.lock_timeout,
+            selection,
+            !opts.filters_per_database,
             &sessions,
             progress.as_ref(),
         ),
@@ -217,12 +221,14 @@ async fn choose_and_run(
         .large_values
         .as_ref()
         .map_or(&[][..], |c| &c.over_limit[..]);
-    let strategy = decide(
-        strategy_opts,
-        dbname,
-        found.probe.database_size.max(0) as u64,
-        too_large,
-    )?;
+    // With filters, auto weighs what is selected: its tables (and large objects), not the
+    // whole database.
+    let size = if found.probe.selection.is_everything() {
+        found.probe.database_size.max(0) as u64
+    } else {
+        found.probe.data_bytes()
+    };
+    let strategy = decide(strategy_opts, dbname, size, too_large)?;
     progress.note(&format!(
         "strategy: {} ({})",
         strategy.kind.as_str(),

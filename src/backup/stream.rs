@@ -189,7 +189,7 @@ pub async fn backup_stream(
     cancel: CancellationToken,
 ) -> Result<Manifest> {
     let kind = plan.strategy.kind;
-    let format_args: Vec<OsString> = match kind {
+    let mut format_args: Vec<OsString> = match kind {
         StrategyKind::Plain => vec!["--format=plain".into()],
         StrategyKind::Custom => vec!["--format=custom".into(), "--compress=0".into()],
         StrategyKind::Native => {
@@ -198,6 +198,15 @@ pub async fn backup_stream(
             ))
         }
     };
+    // The selection, as pg_dump's own switches (filter files expanded, `db.` parts checked
+    // and dropped), so any pg_dump version takes what the probe took.
+    // The selection as pg_dump's switches (with -t/-n, --blobs only when -b asked for it).
+    let selection = &plan.probe.selection;
+    format_args.extend(selection.pg_dump_args().into_iter().map(OsString::from));
+    if !selection.has_includes() {
+        // Large objects: included by default for a whole database; say so anyway.
+        format_args.push("--blobs".into());
+    }
     let budget = budget::stream(
         opts.memory_limit,
         opts.backups_at_once,
@@ -255,6 +264,7 @@ pub async fn backup_stream(
         totals: Totals::default(),
         memory: None,
         retries: 0,
+        filters: plan.probe.selection.filters().recorded(),
     };
     manifest.store(&opts.out)?;
     opts.out.create_dir(STREAM_DIR)?;
@@ -311,8 +321,6 @@ async fn run_pg_dump(
 ) -> Result<Vec<Chunk>> {
     args.extend([
         "--no-password".into(),
-        // Large objects: included by default for a whole database; say so anyway.
-        "--blobs".into(),
         format!("--dbname={}", dbname_conninfo(dbname)).into(),
     ]);
     args.push(

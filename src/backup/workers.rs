@@ -70,6 +70,8 @@ pub(super) async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Resu
         let snapshot = ctx.snapshot.to_string();
         let root = opts.out.clone();
         let children = ctx.children.clone();
+        // The same selection as the data: pg_dump then takes the tables the probe took.
+        let selection = ctx.found.selection.pg_dump_args();
         Some(tokio::task::spawn_blocking(
             move || -> Result<Vec<SchemaFile>> {
                 root.create_dir("schema")?;
@@ -79,6 +81,7 @@ pub(super) async fn run_jobs(ctx: &JobsCtx<'_>, manifest: &mut Manifest) -> Resu
                     &snapshot,
                     &root,
                     SCHEMA_FILE,
+                    &selection,
                     &children,
                 )?;
                 Ok(vec![SchemaFile {

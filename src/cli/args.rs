@@ -191,6 +191,8 @@ pub struct DumpArgs {
     /// # comments); repeatable, combines with --recipient
     #[arg(long, value_name = "FILE")]
     pub recipients_file: Vec<PathBuf>,
+    #[command(flatten)]
+    pub filter: Box<super::filter_args::FilterArgs>,
 }
 
 /// The private keys that decrypt an encrypted backup (restore, verify).
@@ -212,8 +214,9 @@ Formats (--format):
                      bytea as hex, twice its size) and PostgreSQL's 1 GB allocation limit stops
                      it; only tables with 2 MB or more of TOAST are checked, by one pass over
                      their heap (octet_length reads the TOAST pointer, not the value);
-             custom  if the database is smaller than --plain-threshold (default 5GiB): pg_restore
-                     keeps its selective and parallel restore;
+             custom  if the database (with -t/-n/…: what they select) is smaller than
+                     --plain-threshold (default 5GiB): pg_restore keeps its selective and
+                     parallel restore;
              plain   otherwise: one SQL stream, without custom format's overhead.
            The decision and its reason are printed and recorded in the manifest.
   plain / custom  pg_dump -Fp / pg_dump -Fc -Z0, read from a pipe, compressed by dbbackup on

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod contents;
 pub mod drill;
+pub mod filter_args;
 pub mod location;
 pub mod progress;
 pub mod repo;

@@ -109,7 +109,12 @@ fn record_row(b: &BackupRecord) -> Vec<String> {
         b.database.clone(),
         stamp(b.time),
         b.kind.as_str().into(),
-        b.strategy.clone().unwrap_or_else(|| "-".into()),
+        // Not the whole database: said where the strategy is (details in --json).
+        match (&b.strategy, &b.filters) {
+            (Some(s), Some(_)) => format!("{s}, filtered"),
+            (None, Some(_)) => "filtered".into(),
+            (s, None) => s.clone().unwrap_or_else(|| "-".into()),
+        },
         b.status.as_str().into(),
         yes_no(b.consistent),
         human_bytes(b.raw_bytes),
@@ -142,6 +147,7 @@ fn record_json(repo: &Store, b: &BackupRecord) -> serde_json::Value {
         "tables": b.tables,
         "rows": b.rows,
         "retries": b.retries,
+        "filters": b.filters,
         "peak_rss_bytes": b.peak_rss_bytes,
         "last_drill": b.last_drill.as_ref().map(|d| json!({
             "at": rfc3339(d.at),

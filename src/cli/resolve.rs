@@ -18,6 +18,7 @@ use dbbackup::cluster::{is_cluster_backup, ClusterBackupOptions, ClusterManifest
 use dbbackup::encryption::{read_recipients_file, Sealing};
 use dbbackup::format::compress::Codec;
 use dbbackup::format::manifest::{Manifest, OptionsRecord, Status, StrategyKind, MANIFEST_FILE};
+use dbbackup::format::selection::Filters;
 use dbbackup::source::probe::CopyFormatChoice;
 use dbbackup::storage::Store;
 use dbbackup::{Error, Result};
@@ -66,7 +67,7 @@ pub fn single(args: &SingleArgs) -> Result<(BackupOptions, StrategyOptions)> {
         &args.dump,
         out,
         args.snapshot.clone(),
-        recorded.as_ref().map(|m| &m.options),
+        recorded.as_ref().map(|m| (&m.options, m.filters.clone())),
         &mut conflicts,
     )?;
     conflicts.into_result(Error::Usage)?;
@@ -167,8 +168,11 @@ pub fn cluster(args: &ClusterArgs) -> Result<ClusterBackupOptions> {
         r.map(|r| r.exclude.clone()),
         |v| list(v),
     );
-    let database = recorded.as_ref().and_then(|(_, db)| db.as_ref());
+    let database = recorded
+        .as_ref()
+        .and_then(|(m, db)| db.as_ref().map(|db| (db, m.options.filters.clone())));
     let mut db = backup_options(&args.dump, out, None, database, c)?;
+    db.filters_per_database = true;
     conflicts.into_result(Error::Usage)?;
     // The globals and the cluster manifest's location, with the databases' recipients.
     let out = db.out.clone();
@@ -250,10 +254,25 @@ fn backup_options(
     d: &DumpArgs,
     out: Store,
     snapshot: Option<String>,
-    recorded: Option<&OptionsRecord>,
+    recorded: Option<(&OptionsRecord, Option<Filters>)>,
     conflicts: &mut OptionConflicts,
 ) -> Result<BackupOptions> {
     let c = conflicts;
+    // Filters: given ones must equal the recorded ones; none given takes the recorded ones.
+    let given_filters = d.filter.given().then(|| d.filter.filters()).transpose()?;
+    let recorded_filters = recorded
+        .as_ref()
+        .map(|(_, f)| f.clone().unwrap_or_default());
+    let filters = c
+        .take("filters", given_filters, recorded_filters, |f| {
+            if f.is_empty() {
+                "none (every table)".into()
+            } else {
+                f.describe()
+            }
+        })
+        .unwrap_or_default();
+    let recorded = recorded.map(|(r, _)| r);
     let codec = c
         .take(
             "--compress",
@@ -341,6 +360,8 @@ fn backup_options(
         } else {
             dbbackup::backup::ReplayPause::Off
         },
+        filters,
+        filters_per_database: false,
     })
 }
 

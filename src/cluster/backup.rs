@@ -161,6 +161,18 @@ pub async fn backup_cluster(
         })
         .filter(|c| selected(&c.name, &opts.include, &opts.exclude))
         .collect();
+    if !opts.db.filters.is_empty() {
+        let names: Vec<String> = candidates
+            .iter()
+            .filter(|c| c.skip.is_none())
+            .map(|c| c.name.clone())
+            .collect();
+        let skips = super::filters::check_databases(conn, &opts.db.filters, &names).await?;
+        let mut skips = skips.into_iter();
+        for c in candidates.iter_mut().filter(|c| c.skip.is_none()) {
+            c.skip = skips.next().flatten();
+        }
+    }
     // Largest first: the longest backup must not start last.
     candidates.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
     for p in &opts.include {
@@ -237,6 +249,7 @@ pub async fn backup_cluster(
             exclude: opts.exclude.clone(),
             parallel_tables_explicit: opts.strategy.parallel_tables_explicit.is_some(),
             database: Some(crate::backup::options_record(&opts.db)),
+            filters: opts.db.filters.recorded(),
         },
         globals: GlobalsRecord {
             status: Status::InProgress,

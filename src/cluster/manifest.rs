@@ -68,6 +68,10 @@ pub struct ClusterOptionsRecord {
     /// in manifests of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<OptionsRecord>,
+    /// The backup filters as given (each database's manifest records those that apply to it);
+    /// absent when every table was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<crate::format::selection::Filters>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

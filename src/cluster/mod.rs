@@ -22,6 +22,7 @@
 
 mod backup;
 mod contents;
+mod filters;
 mod guard;
 mod manifest;
 mod restore;

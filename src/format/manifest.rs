@@ -312,6 +312,10 @@ pub struct Manifest {
     /// Units dumped again after a retryable error (connection lost, serialization failure).
     #[serde(default)]
     pub retries: u32,
+    /// The selection switches (`-t`, `-T`, `-n`, `-N`, `--exclude-table-data`, …) the backup
+    /// was made with; absent when it took the whole database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<crate::format::selection::Filters>,
 }
 
 /// The `section` of the native schema archive that holds both pre-data and post-data.

@@ -101,6 +101,8 @@ pub struct BackupRecord {
     pub peak_rss_bytes: Option<u64>,
     /// The newest drill of this backup.
     pub last_drill: Option<DrillRecord>,
+    /// The backup filters it was made with (`-t`, `-n`, …); `None`: every table.
+    pub filters: Option<crate::format::selection::Filters>,
     /// Every object of the backup, relative to its directory (what `expire` removes).
     pub objects: Vec<String>,
 }
@@ -210,6 +212,7 @@ fn read_backup(
         retries: 0,
         peak_rss_bytes: None,
         last_drill: newest_drill(store, &objects),
+        filters: None,
         objects,
     };
     let running = || -> Result<BackupStatus> {
@@ -250,6 +253,7 @@ fn read_backup(
         r.tables = summary.totals.tables;
         r.rows = summary.totals.rows;
         r.retries = summary.retries;
+        r.filters = summary.filters.clone();
     }
     Ok(r)
 }
@@ -258,6 +262,7 @@ fn read_backup(
 /// rows, retries and consistency) and its globals.
 fn add_cluster_figures(store: &Store, summary: &Summary, r: &mut BackupRecord) {
     r.duration_secs = summary.duration_secs;
+    r.filters = summary.options.filters.clone();
     r.encrypted = summary
         .options
         .database
@@ -374,6 +379,8 @@ struct Summary {
     retries: u32,
     #[serde(default)]
     memory: Option<MemorySummary>,
+    #[serde(default)]
+    filters: Option<crate::format::selection::Filters>,
     // Cluster manifests:
     #[serde(default)]
     duration_secs: f64,
@@ -396,6 +403,9 @@ struct OptionsSummary {
     /// Cluster manifests: the options of every database.
     #[serde(default)]
     database: Option<Box<OptionsSummary>>,
+    /// Cluster manifests: the backup filters.
+    #[serde(default)]
+    filters: Option<crate::format::selection::Filters>,
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod probe;
 pub mod regtypes;
 pub mod script_filter;
+pub mod selecting;
 pub mod sink;
 pub(crate) mod snapshot_loss;
 pub mod standby;

@@ -23,22 +23,25 @@ use crate::source::conn::ConnParams;
 /// that also leaves out the post-data `REFRESH MATERIALIZED VIEW` entries, which are how a
 /// native restore fills materialized views. The data section stays out (the COPY workers
 /// have it); large-object metadata is dbbackup's own file (pg_dump before 17 also puts it in
-/// pre-data, where its restore is a no-op beside ours).
+/// pre-data, where its restore is a no-op beside ours). `selection`: the backup filters as
+/// pg_dump switches, so the schema holds the tables whose data is copied.
 pub fn dump_schema(
     conn: &ConnParams,
     dbname: &str,
     snapshot: &str,
     root: &crate::storage::Store,
     rel: &str,
+    selection: &[String],
     children: &ChildSet,
 ) -> Result<Chunk> {
-    let args: Vec<OsString> = vec![
+    let mut args: Vec<OsString> = vec![
         "--format=custom".into(),
         "--section=pre-data".into(),
         "--section=post-data".into(),
         format!("--snapshot={snapshot}").into(),
         "--no-password".into(),
     ];
+    args.extend(selection.iter().map(OsString::from));
     let mut child = Child::spawn(
         "pg_dump",
         &args,

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 use crate::error::{Error, Result};
 use crate::format::copyfmt::CopyFormat;
 use crate::format::manifest::{Column, DatabaseInfo, ExtensionConfig};
+use crate::format::selection::{Matches, Selection};
 
 /// Types with OIDs below this are built into the server (FirstNormalObjectId); their OIDs and
 /// binary forms are the same in every database of a major version.
@@ -77,6 +78,10 @@ pub struct Probe {
     pub large_object_bytes: i64,
     /// The server is a hot standby: its settings ([`crate::source::standby`]).
     pub standby: Option<crate::source::standby::StandbyInfo>,
+    /// The backup filters applied above ([`crate::source::selecting`]).
+    pub selection: Selection,
+    /// Which of the selection's include patterns matched.
+    pub matches: Matches,
 }
 
 impl Probe {
@@ -106,14 +111,18 @@ fn q(what: &str) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
     move |e| Error::query(what, e)
 }
 
-/// Reads server, database, tables, sequences and large objects. Run it inside the snapshot's
-/// transaction. Every listed table is locked ACCESS SHARE (held until the transaction ends)
-/// before its size is read, waiting at most `lock_timeout` per table: reading a size opens the
-/// table, and without our own lock that would wait silently behind any exclusive lock.
+/// Reads server, database, tables, sequences and large objects, keeping those `selection`
+/// takes (its include patterns must match as pg_dump requires, unless `check_matches` is off:
+/// a cluster judges them across its databases). Run it inside the snapshot's transaction.
+/// Every selected table is locked ACCESS SHARE (held until the transaction ends) before its
+/// size is read, waiting at most `lock_timeout` per table: reading a size opens the table, and
+/// without our own lock that would wait silently behind any exclusive lock.
 pub async fn probe(
     client: &Client,
     dbname: &str,
     lock_timeout: std::time::Duration,
+    selection: Selection,
+    check_matches: bool,
 ) -> Result<Probe> {
     let row = client
         .query_one(
@@ -131,9 +140,51 @@ pub async fn probe(
     let database =
         crate::source::dbprops::database_info(client, dbname, server_version_num).await?;
     let mut tables = tables(client, server_version_num).await?;
+    let mut sequences = sequences(client).await?;
+    let matches =
+        crate::source::selecting::apply(client, &selection, &mut tables, &mut sequences).await?;
+    if check_matches {
+        selection.check_matches(&matches)?;
+    }
     lock_tables(client, &tables, lock_timeout).await?;
     table_sizes(client, &mut tables).await?;
-    let sequences = client
+    let lo = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_largeobject_metadata),
+                    pg_total_relation_size('pg_largeobject')",
+            &[],
+        )
+        .await
+        .map_err(q("counting large objects"))?;
+    // Left out with -t/-n (unless -b), as pg_dump leaves them out.
+    let large_object_count: i64 = if selection.large_objects_selected() {
+        lo.get(0)
+    } else {
+        0
+    };
+    let large_object_bytes: i64 = if large_object_count == 0 {
+        0
+    } else {
+        lo.get(1)
+    };
+    Ok(Probe {
+        server_version,
+        server_version_num,
+        database_size,
+        database,
+        tables,
+        sequences,
+        large_object_count,
+        large_object_bytes,
+        standby,
+        selection,
+        matches,
+    })
+}
+
+/// Sequences outside system schemas and extensions (but extensions' configuration ones).
+async fn sequences(client: &Client) -> Result<Vec<SequenceInfo>> {
+    Ok(client
         .query(
             &format!("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -151,32 +202,7 @@ pub async fn probe(
             schema: r.get(0),
             name: r.get(1),
         })
-        .collect();
-    let lo = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM pg_largeobject_metadata),
-                    pg_total_relation_size('pg_largeobject')",
-            &[],
-        )
-        .await
-        .map_err(q("counting large objects"))?;
-    let large_object_count: i64 = lo.get(0);
-    let large_object_bytes: i64 = if large_object_count == 0 {
-        0
-    } else {
-        lo.get(1)
-    };
-    Ok(Probe {
-        server_version,
-        server_version_num,
-        database_size,
-        database,
-        tables,
-        sequences,
-        large_object_count,
-        large_object_bytes,
-        standby,
-    })
+        .collect())
 }
 
 /// What we need of a pg_type row to judge binary portability.
