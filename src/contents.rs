@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::format::chunk::ChunkReader;
 use crate::format::manifest::{Manifest, StrategyKind, Totals};
+use crate::format::selection::Filters;
 use crate::format::stream::{open_stream, stream_error};
 use crate::source::pglist::{list_archive, parse_listing, Listed, TocEntry};
 use crate::storage::Store;
@@ -51,9 +52,7 @@ pub struct Contents {
     pub totals: Totals,
     /// The table and schema filters the backup was taken with (`--table`, `--exclude-table`,
     /// ...), as the manifest records them; `None` when it records none.
-    // The manifest does not record filters yet (branch `bfilter` adds them): this is where
-    // they go, copied from the manifest in `contents` below.
-    pub filters: Option<serde_json::Value>,
+    pub filters: Option<Filters>,
     /// Where `tables` comes from: `manifest`, `archive` (custom backups) or `none` (plain
     /// backups, and custom ones whose archive could not be read without an identity).
     pub tables_from: &'static str,
@@ -185,9 +184,7 @@ pub fn contents(dir: &Store) -> Result<Contents> {
         consistent: m.consistent,
         encrypted: !m.options.recipients.is_empty(),
         totals: m.totals.clone(),
-        // Integration point for the backup filters (branch `bfilter`): copy the manifest's
-        // record here, e.g. `serde_json::to_value(&m.filters).ok()`, `None` when empty.
-        filters: None,
+        filters: m.filters.clone().filter(|f| !f.is_empty()),
         tables_from,
         tables,
         sequences,

@@ -570,3 +570,32 @@ fn bad_input_is_one_line_and_a_failure() {
 fn copy_dir(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
 }
+
+#[test]
+fn a_filtered_backup_shows_its_filters_and_only_its_tables() {
+    let s = source();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("filtered");
+    run_ok(
+        dbbackup()
+            .args(["backup", "single", &s.db, "--quiet", "--format", "native"])
+            .args(["-n", "app", "--exclude-table-data", "app.secrets", "--out"])
+            .arg(&dir),
+    );
+    let printed = text(&run_ok(dbbackup().arg("contents").arg(&dir)).stdout);
+    assert!(
+        printed.contains("filters: -n app --exclude-table-data app.secrets"),
+        "{printed}"
+    );
+    let v = contents_json(&[], &dir);
+    assert_eq!(v["filters"]["schema"], serde_json::json!(["app"]));
+    assert_eq!(
+        v["filters"]["exclude_table_data"],
+        serde_json::json!(["app.secrets"])
+    );
+    let tables = json_tables(&v);
+    assert!(!tables.is_empty());
+    assert!(tables.keys().all(|(schema, _)| schema == "app"), "{tables:?}");
+    // The unfiltered backup records none.
+    assert!(contents_json(&[], &s.native)["filters"].is_null());
+}

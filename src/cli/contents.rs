@@ -174,7 +174,7 @@ pub fn text(c: &Contents, verbose: bool) -> String {
         let _ = writeln!(o, "  {}", extras.join("; "));
     }
     if let Some(f) = &c.filters {
-        let _ = writeln!(o, "  filters: {f}");
+        let _ = writeln!(o, "  filters: {}", f.describe());
     }
     tables_text(&mut o, c);
     objects_text(&mut o, c, verbose);
