@@ -109,6 +109,11 @@ pub enum Error {
         left: String,
     },
 
+    /// A pg_dump archive's header or table of contents cannot be read
+    /// ([`crate::format::archive_toc`]).
+    #[error("{0}")]
+    Archive(#[from] ArchiveError),
+
     /// The job was interrupted (Ctrl-C / SIGTERM).
     #[error("interrupted")]
     Interrupted,
@@ -131,6 +136,30 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+}
+
+/// What is wrong with a pg_dump archive ([`Error::Archive`]); one line each. The caller adds
+/// which file it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The bytes do not begin with pg_dump's magic string.
+    #[error("not a pg_dump custom-format archive (it does not begin with PGDMP)")]
+    NotArchive,
+    /// A pg_dump archive, but a format other than custom (or a directory archive's toc.dat).
+    #[error("pg_dump archive of format {0} not supported (only custom, pg_dump -Fc, and a directory archive's toc.dat)")]
+    Format(u8),
+    /// An archive version this reader does not know (older than pg_dump 12, newer than 18's).
+    #[error("pg_dump archive version {0}.{1}.{2} not supported (this reader knows 1.14 to 1.16, written by pg_dump 12 to 18)")]
+    Version(u8, u8, u8),
+    /// The archive ends inside its header or table of contents.
+    #[error("pg_dump archive truncated in {0}")]
+    Truncated(String),
+    /// A field holds a value pg_dump never writes.
+    #[error("pg_dump archive damaged: {0}")]
+    Damaged(String),
+    /// Reading failed.
+    #[error("reading pg_dump archive: {0}")]
+    Io(#[source] std::io::Error),
 }
 
 impl Error {

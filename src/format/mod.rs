@@ -1,7 +1,14 @@
 //! What a backup is made of, byte for byte: the manifest, chunk files, codecs and the framing of
 //! COPY payloads. Nothing here talks to a server; everything reads and writes through
 //! [`crate::storage`].
+//!
+//! pg_dump's own custom-format archive (a native backup's schema, a custom backup's stream) is
+//! read here too, as far as restoring a part of it needs: [`archive_toc`] reads its header and
+//! table of contents with the dependencies `pg_restore -l` does not show, `toc_select` decides
+//! which entries a table or schema selection restores (and which foreign keys it must leave
+//! out), and `sql_requalify` rewrites pg_dump's DDL for a table restored under another name.
 
+pub mod archive_toc;
 pub mod check;
 pub mod chunk;
 pub mod compress;
