@@ -157,6 +157,9 @@ pub enum ArchiveError {
     /// A field holds a value pg_dump never writes.
     #[error("pg_dump archive damaged: {0}")]
     Damaged(String),
+    /// An entry's SQL does not tokenize ([`crate::format::sql_requalify`]).
+    #[error("cannot parse pg_dump's SQL: {0}")]
+    Sql(String),
     /// Reading failed.
     #[error("reading pg_dump archive: {0}")]
     Io(#[source] std::io::Error),

@@ -4,9 +4,9 @@
 //!
 //! pg_dump's own custom-format archive (a native backup's schema, a custom backup's stream) is
 //! read here too, as far as restoring a part of it needs: [`archive_toc`] reads its header and
-//! table of contents with the dependencies `pg_restore -l` does not show, `toc_select` decides
+//! table of contents with the dependencies `pg_restore -l` does not show, [`toc_select`] decides
 //! which entries a table or schema selection restores (and which foreign keys it must leave
-//! out), and `sql_requalify` rewrites pg_dump's DDL for a table restored under another name.
+//! out), and [`sql_requalify`] rewrites pg_dump's DDL for a table restored under another name.
 
 pub mod archive_toc;
 pub mod check;
@@ -16,4 +16,6 @@ pub mod copyfmt;
 pub mod largeobj;
 pub mod manifest;
 pub mod name_pattern;
+pub mod sql_requalify;
 pub mod stream;
+pub mod toc_select;
