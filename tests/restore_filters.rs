@@ -169,8 +169,10 @@ fn filters_restore_exactly_the_chosen_tables_from_native_and_custom_backups() {
             c.psql(&t, "SELECT last_value FROM \"données\".\"élèves_id_seq\""),
             "owned sequence value"
         );
-        assert!(
-            !exists(c, &t, "app.order_lines"),
+        // order_lines was kept by the target (empty): not chosen, so still empty.
+        assert_eq!(
+            rows(c, &t, "app.order_lines"),
+            "0",
             "order_lines is not chosen"
         );
 
@@ -193,12 +195,17 @@ fn filters_restore_exactly_the_chosen_tables_from_native_and_custom_backups() {
             "0"
         );
 
-        // -n with --exclude-table; the excluded partition of another schema's table stays out.
+        // -n takes the schema whole (its function too), with --exclude-table; the excluded
+        // partition (of a table in another schema) stays out. The target has the schema empty.
         let sales = [
             "\"Sales Data\".\"Ünïcode \"\"quoted\"\" table\"",
             "\"Sales Data\".\"MixedCase\"",
         ];
-        let t = target_without(c, &h.db, &sales);
+        let t = target_without(c, &h.db, &[]);
+        c.psql(
+            &t,
+            "DROP SCHEMA \"Sales Data\" CASCADE; CREATE SCHEMA \"Sales Data\"",
+        );
         restore(
             backup,
             &t,
@@ -212,6 +219,8 @@ fn filters_restore_exactly_the_chosen_tables_from_native_and_custom_backups() {
         for table in sales {
             assert_table_same(c, &h.db, &t, table, table);
         }
+        assert_eq!(c.psql(&t, "SELECT \"Sales Data\".add_tax(10)"), "12.00");
+        assert!(!exists(c, &t, "\"Sales Data\".\"by_region_Other\""));
 
         // --schema-only, then --data-only into the table it made.
         let t = target_without(c, &h.db, &["app.dropped_col"]);

@@ -168,6 +168,7 @@ pub(super) async fn restore_beside(
         conn,
         opts,
         client,
+        canceller: &session.cancel,
         cancel: &cancel,
         scratch: &scratch,
     };
@@ -196,9 +197,7 @@ pub(super) async fn restore_beside(
             summary.tables = family.len() as u64;
             summary.left_out_foreign_keys = left_out;
             summary.created = Some(format!(
-                "{}.{}{}",
-                quote_ident(&target_schema),
-                quote_ident(&new_root),
+                "{target_schema}.{new_root}{}",
                 match family.len() - 1 {
                     0 => String::new(),
                     n => format!(
@@ -268,17 +267,21 @@ struct Work<'a> {
     conn: &'a ConnParams,
     opts: &'a RestoreOptions,
     client: &'a Client,
+    canceller: &'a crate::source::conn::Canceller,
     cancel: &'a CancellationToken,
     scratch: &'a str,
 }
 
 impl Work<'_> {
-    /// Runs `sql` on the main session; Ctrl-C returns at once (the statement is cancelled by
-    /// [`drop_scratch`]).
+    /// Runs `sql` on the main session; Ctrl-C cancels the statement (an index build may run
+    /// long) and returns, so that the scratch schema is dropped within the restore's wind-down.
     async fn exec(&self, sql: &str, what: &str) -> Result<()> {
         tokio::select! {
             r = self.client.batch_execute(sql) => r.map_err(|e| Error::query(what.to_string(), e)),
-            _ = self.cancel.cancelled() => Err(Error::Interrupted),
+            _ = self.cancel.cancelled() => {
+                let _ = crate::source::conn::cancel_query(self.canceller).await;
+                Err(Error::Interrupted)
+            }
         }
     }
 

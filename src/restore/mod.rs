@@ -85,6 +85,13 @@ async fn restore_phases(
             "table filters need a native or custom backup: a plain backup is one SQL script, which cannot be split into tables safely (restore it whole, then drop what you do not need)".into(),
         ));
     }
+    // Custom: a pattern that matches nothing is said before anything else (the plan proper
+    // is made from the decompressed archive later); only the archive's head is read.
+    if manifest.strategy.kind == StrategyKind::Custom && opts.filter.selects_tables() {
+        let mut head = crate::format::stream::open_stream(&opts.dir, &manifest)?;
+        let toc = crate::format::archive_toc::read_toc(&mut head)?;
+        toc_plan::choose(&toc, &manifest.database.name, &opts.filter)?;
+    }
     // Native: chosen from the schema archive's TOC before anything touches the target; the
     // manifest is narrowed to the chosen tables, so that only their chunks are read.
     let mut manifest = manifest;
