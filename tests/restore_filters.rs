@@ -623,6 +623,33 @@ fn a_failure_in_the_middle_leaves_no_scratch_schema_and_no_table() {
 }
 
 #[test]
+fn as_works_from_one_database_of_a_cluster_backup() {
+    let c = cluster();
+    let s = shop();
+    let out = s.dir.path().join("cluster");
+    run_ok(
+        dbbackup()
+            .args(["backup", "cluster", "-q", "--format", "native", "--include-database", &s.src, "--out"])
+            .arg(&out),
+    );
+    let db = live_shop(c);
+    // Without --database: refused with one line.
+    let o = run_fail(
+        dbbackup()
+            .args(["restore", "-d", &db, "-t", "orders", "--as", "orders_restored"])
+            .arg(&out),
+    );
+    assert!(text(&o.stderr).contains("one --database NAME"), "{}", text(&o.stderr));
+    restore(
+        &out,
+        &db,
+        &["--database", &s.src, "-t", "orders", "--as", "orders_restored"],
+    );
+    assert_eq!(rows(c, &s.src, "public.orders"), rows(c, &db, "public.orders_restored"));
+    no_scratch_left(c, &db);
+}
+
+#[test]
 fn as_works_from_s3_and_from_an_encrypted_backup_named_in_a_repository() {
     let c = cluster();
     let s = shop();
