@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::collections::BTreeSet;
 
 use dbbackup::format::archive_toc::{read_toc, Toc};
-use dbbackup::format::toc_select::{list_file, select, Selection, TableChoice};
+use dbbackup::format::sql_requalify::{requalify, Renames};
+use dbbackup::format::toc_select::{list_file, qualified_objects, select, Selection, TableChoice};
 use support::{cluster_of, Cluster};
 
 /// A database of `c` loaded with `fixtures`, dumped with `pg_dump -Fc` into a temp dir.
@@ -29,6 +30,16 @@ fn dump(c: &Cluster, prefix: &str, fixtures: &[&str]) -> Dumped {
     for f in fixtures {
         c.load_fixture(&db, f);
     }
+    // Entries the fixture does not make pg_dump write: a CHECK constraint dumped apart (NOT
+    // VALID), comments on a constraint and an index, extended statistics, a rule.
+    c.psql(
+        &db,
+        "ALTER TABLE app.orders ADD CONSTRAINT orders_id_positive CHECK (id > 0) NOT VALID;
+         COMMENT ON CONSTRAINT orders_pkey ON app.orders IS 'the key';
+         COMMENT ON INDEX app.wide_j_gin IS 'gin';
+         CREATE STATISTICS app.orders_stats ON id, what FROM app.orders;
+         CREATE RULE order_lines_no_delete AS ON DELETE TO app.order_lines DO INSTEAD NOTHING;",
+    );
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("db.dump");
     let out = c
@@ -268,6 +279,11 @@ fn tables_bring_their_objects(c: &Cluster, d: &Dumped, toc: &Toc) {
         ("INDEX ATTACH", "measurements_2023_pkey"),
         ("MATERIALIZED VIEW DATA", "measurement_stats"),
         ("INDEX", "measurement_stats_year_idx"),
+        ("CHECK CONSTRAINT", "orders orders_id_positive"),
+        ("COMMENT", "CONSTRAINT orders_pkey ON orders"),
+        ("COMMENT", "INDEX wide_j_gin"),
+        ("STATISTICS", "orders_stats"),
+        ("RULE", "order_lines order_lines_no_delete"),
     ] {
         assert!(has(&got, desc, tag), "{desc} {tag} not selected: {got:?}");
     }
@@ -346,6 +362,52 @@ fn schema_choice_and_sections(toc: &Toc) {
     assert!(!has(&got, "TABLE", "MixedCase"), "{got:?}");
     assert!(sel.schemas.is_empty(), "{sel:?}");
 
+    // A view by name: itself and its ACL; the tables it reads are required, not restored.
+    let view = select(
+        toc,
+        &TableChoice {
+            tables: names(&[("app", "order_summary")]),
+            ..TableChoice::default()
+        },
+    );
+    assert_eq!(
+        picked(toc, &view.all()),
+        [("ACL", "TABLE order_summary"), ("VIEW", "order_summary")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    );
+    let required = picked(toc, &view.requires);
+    assert!(has(&required, "TABLE", "orders") && has(&required, "TABLE", "invoices"));
+
+    // An owned sequence follows its table out of a schema chosen whole, but comes when named.
+    let without_table = select(
+        toc,
+        &TableChoice {
+            schemas: ["données".to_string()].into(),
+            exclude_tables: names(&[("données", "élèves")]),
+            ..TableChoice::default()
+        },
+    );
+    let got = picked(toc, &without_table.all());
+    assert!(has(&got, "SCHEMA", "données"), "{got:?}");
+    assert!(
+        !got.iter().any(|(_, tag)| tag.starts_with("élèves")),
+        "{got:?}"
+    );
+    let named = select(
+        toc,
+        &TableChoice {
+            tables: names(&[("données", "élèves_id_seq")]),
+            ..TableChoice::default()
+        },
+    );
+    let got = picked(toc, &named.all());
+    assert!(has(&got, "SEQUENCE", "élèves_id_seq"), "{got:?}");
+    assert!(has(&got, "SEQUENCE SET", "élèves_id_seq"), "{got:?}");
+    assert!(!has(&got, "TABLE", "élèves"), "{got:?}");
+    assert!(!has(&got, "SEQUENCE OWNED BY", "élèves_id_seq"), "{got:?}");
+
     let tables = names(&[("app", "orders"), ("données", "élèves")]);
     let schema_only = select(
         toc,
@@ -379,6 +441,70 @@ fn schema_choice_and_sections(toc: &Toc) {
     );
 }
 
+/// `--into-schema` with the library's pieces: the definitions of chosen tables (a serial
+/// column's DEFAULT with its `nextval('...'::regclass)`, an identity, a sequence a table uses
+/// but does not own), requalified into schema `restored` and run in the live source database,
+/// create the copies there beside the untouched originals.
+fn requalified_definitions_run_in_another_schema(c: &Cluster, d: &Dumped, toc: &Toc) {
+    let chosen = [
+        ("données", "élèves"),
+        ("app", "ident_always"),
+        ("app", "orders"),
+    ];
+    let sel = select(
+        toc,
+        &TableChoice {
+            tables: names(&chosen),
+            schema_only: true,
+            ..TableChoice::default()
+        },
+    );
+    let mut renames = Renames::new();
+    for (_, schema, name) in qualified_objects(toc, &sel.all()) {
+        renames.add((&schema, &name), ("restored", &name));
+    }
+    // Three tables, two owned sequences, the extended statistics.
+    assert_eq!(renames.map.len(), 6, "{renames:?}");
+    let mut sql = String::from("CREATE SCHEMA restored;\n");
+    for id in sel.all() {
+        let e = toc.entry(id).unwrap();
+        sql.push_str(&requalify(&e.defn, &renames).unwrap());
+        sql.push('\n');
+    }
+    let app_before = c.psql(
+        &d.db,
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'app'::regnamespace",
+    );
+    c.try_psql(&d.db, &sql)
+        .unwrap_or_else(|e| panic!("{e}\n--- requalified ---\n{sql}"));
+    let facts = c.psql(
+        &d.db,
+        "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef
+          WHERE adrelid IN ('restored.\"élèves\"'::regclass, 'restored.orders'::regclass)
+          ORDER BY adrelid::regclass::text;
+         SELECT pg_get_serial_sequence('restored.ident_always', 'id');
+         SELECT string_agg(conname || ':' || conrelid::regclass::text, ',' ORDER BY conname)
+           FROM pg_constraint WHERE connamespace = 'restored'::regnamespace AND contype <> 'n';
+         SELECT stxnamespace::regnamespace || '.' || stxname FROM pg_statistic_ext
+          WHERE stxrelid = 'restored.orders'::regclass;",
+    );
+    assert_eq!(
+        facts,
+        "nextval('restored.\"élèves_id_seq\"'::regclass)\n\
+         nextval('app.shared_seq'::regclass)\n\
+         restored.ident_always_id_seq\n\
+         ident_always_pkey:restored.ident_always,orders_id_positive:restored.orders,\
+         orders_pkey:restored.orders,orders_what_check:restored.orders,\
+         élèves_pkey:restored.\"élèves\"\n\
+         restored.orders_stats"
+    );
+    let app_after = c.psql(
+        &d.db,
+        "SELECT count(*) FROM pg_class WHERE relnamespace = 'app'::regnamespace",
+    );
+    assert_eq!(app_before, app_after);
+}
+
 fn read_and_select_on(major: u32) {
     let c = cluster_of(major);
     let mut fixtures = vec!["hard_types.sql"];
@@ -400,6 +526,7 @@ fn read_and_select_on(major: u32) {
     fk_to_unchosen_table_left_out(c, &d, &toc);
     tables_bring_their_objects(c, &d, &toc);
     schema_choice_and_sections(&toc);
+    requalified_definitions_run_in_another_schema(c, &d, &toc);
 }
 
 #[test]

@@ -155,15 +155,18 @@ pub fn select(toc: &Toc, want: &TableChoice) -> Selection {
         let in_schema = want.schemas.contains(&e.namespace);
         let name = (e.namespace.clone(), e.tag.clone());
         let primary = if is(e, RELATIONS) {
-            want.tables.contains(&name) || (in_schema && !want.exclude_tables.contains(&name))
+            // An owned sequence in a schema chosen whole follows its table (which may be
+            // excluded) rather than the schema; named, it is chosen like any relation.
+            let owned = e.desc == "SEQUENCE" && owning_table(e, &parents).is_some();
+            want.tables.contains(&name)
+                || (in_schema && !owned && !want.exclude_tables.contains(&name))
         } else if e.desc == "SCHEMA" {
             want.schemas.contains(&e.tag)
         } else {
             // Functions, types, domains, ... of a schema chosen whole.
             in_schema && !is(e, FOLLOWERS) && !is(e, ANNOTATIONS)
         };
-        // An owned sequence depends on its table: it follows it rather than being chosen.
-        if primary && !(e.desc == "SEQUENCE" && owning_table(e, &parents).is_some()) {
+        if primary {
             chosen.insert(e.dump_id);
         }
     }
@@ -192,6 +195,13 @@ pub fn select(toc: &Toc, want: &TableChoice) -> Selection {
                         false
                     }
                 }
+            } else if e.desc == "SEQUENCE OWNED BY" {
+                // Needs the sequence and, to be owned by it, the table.
+                ps.iter().any(|p| {
+                    p.desc == "SEQUENCE"
+                        && chosen.contains(&p.dump_id)
+                        && owning_table(p, &parents).is_none_or(|t| chosen.contains(&t.dump_id))
+                })
             } else if matches!(e.desc.as_str(), "TABLE ATTACH" | "INDEX ATTACH") {
                 // Attaching needs both sides: the partition and its parent (and for an index,
                 // both indexes).
@@ -267,10 +277,11 @@ pub fn select(toc: &Toc, want: &TableChoice) -> Selection {
     // Tables in schemas pg_dump does not dump (public, usually) have no SCHEMA dependency.
     let namespaces: BTreeSet<&str> = want.tables.iter().map(|(s, _)| s.as_str()).collect();
     for e in &toc.entries {
-        if e.desc == "SCHEMA" && !chosen.contains(&e.dump_id) {
-            if schema_ids.contains(&e.dump_id) || namespaces.contains(e.tag.as_str()) {
-                sel.schemas.push((e.dump_id, e.tag.clone()));
-            }
+        if e.desc == "SCHEMA"
+            && !chosen.contains(&e.dump_id)
+            && (schema_ids.contains(&e.dump_id) || namespaces.contains(e.tag.as_str()))
+        {
+            sel.schemas.push((e.dump_id, e.tag.clone()));
         }
         if required.contains(&e.dump_id) {
             sel.requires.push(e.dump_id);
@@ -389,6 +400,19 @@ pub fn partitions_of(toc: &Toc, schema: &str, name: &str) -> Vec<(String, String
         .collect();
     out.sort_by_key(|k| order.get(k).copied().unwrap_or(usize::MAX));
     out
+}
+
+/// The entries among `ids` that create an object under a schema-qualified name of its own
+/// (relations and extended statistics; indexes and constraints take their table's schema):
+/// the names [`crate::format::sql_requalify`] must rename to move a selection into another
+/// schema. (dump id, schema, name) in TOC order.
+pub fn qualified_objects(toc: &Toc, ids: &[i32]) -> Vec<(i32, String, String)> {
+    let want: BTreeSet<i32> = ids.iter().copied().collect();
+    toc.entries
+        .iter()
+        .filter(|e| want.contains(&e.dump_id) && (is(e, RELATIONS) || e.desc == "STATISTICS"))
+        .map(|e| (e.dump_id, e.namespace.clone(), e.tag.clone()))
+        .collect()
 }
 
 /// The content of a `pg_restore -L` list file restoring `ids`: their `pg_restore -l` lines in

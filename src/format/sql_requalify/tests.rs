@@ -1,6 +1,8 @@
 use super::*;
 
-fn renames(pairs: &[((&str, &str), (&str, &str))]) -> Renames {
+type Name<'a> = (&'a str, &'a str);
+
+fn renames(pairs: &[(Name, Name)]) -> Renames {
     let mut r = Renames::new();
     for (from, to) in pairs {
         r.add(*from, *to);
