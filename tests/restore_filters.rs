@@ -311,6 +311,7 @@ CREATE TABLE orders (
 );
 CREATE INDEX orders_customer_idx ON orders (customer_id);
 CREATE INDEX by_placed ON orders (placed);
+CREATE STATISTICS orders_stats ON customer_id, amount FROM orders;
 COMMENT ON TABLE orders IS 'every order';
 CREATE TABLE order_items (order_id bigint REFERENCES orders ON DELETE CASCADE, sku text, PRIMARY KEY (order_id, sku));
 CREATE TABLE events (
@@ -452,8 +453,18 @@ fn as_restores_last_nights_orders_beside_the_live_table() {
         "0",
         "the live table untouched"
     );
-    // Nothing else changed: the schema without the new table and its sequence is as before.
-    assert_eq!(before, dump(c, &db, &["-T", "public.orders_restored*"]));
+    // Nothing else changed: the schema without the new table, its sequence and its statistics
+    // object (which pg_dump 15 dumps with its schema, not its table) is as before.
+    let without_stats: String = dump(c, &db, &["-T", "public.orders_restored*"])
+        .lines()
+        .filter(|l| !l.contains("orders_restored_stats"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(before, without_stats);
+    assert_eq!(
+        names(c, &db, "SELECT stxnamespace::regnamespace || '.' || stxname FROM pg_statistic_ext WHERE stxrelid = 'orders_restored'::regclass"),
+        ["public.orders_restored_stats"]
+    );
     assert_eq!(
         names(
             c,
@@ -629,23 +640,54 @@ fn as_works_from_one_database_of_a_cluster_backup() {
     let out = s.dir.path().join("cluster");
     run_ok(
         dbbackup()
-            .args(["backup", "cluster", "-q", "--format", "native", "--include-database", &s.src, "--out"])
+            .args([
+                "backup",
+                "cluster",
+                "-q",
+                "--format",
+                "native",
+                "--include-database",
+                &s.src,
+                "--out",
+            ])
             .arg(&out),
     );
     let db = live_shop(c);
     // Without --database: refused with one line.
     let o = run_fail(
         dbbackup()
-            .args(["restore", "-d", &db, "-t", "orders", "--as", "orders_restored"])
+            .args([
+                "restore",
+                "-d",
+                &db,
+                "-t",
+                "orders",
+                "--as",
+                "orders_restored",
+            ])
             .arg(&out),
     );
-    assert!(text(&o.stderr).contains("one --database NAME"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("one --database NAME"),
+        "{}",
+        text(&o.stderr)
+    );
     restore(
         &out,
         &db,
-        &["--database", &s.src, "-t", "orders", "--as", "orders_restored"],
+        &[
+            "--database",
+            &s.src,
+            "-t",
+            "orders",
+            "--as",
+            "orders_restored",
+        ],
     );
-    assert_eq!(rows(c, &s.src, "public.orders"), rows(c, &db, "public.orders_restored"));
+    assert_eq!(
+        rows(c, &s.src, "public.orders"),
+        rows(c, &db, "public.orders_restored")
+    );
     no_scratch_left(c, &db);
 }
 

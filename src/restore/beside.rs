@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::format::archive_toc::Toc;
 use crate::format::manifest::{quote_ident, Manifest};
 use crate::format::sql_requalify::{requalify, Renames};
-use crate::format::toc_select::partitions_of;
+use crate::format::toc_select::{partitions_of, qualified_objects};
 use crate::memory::Wanted;
 use crate::progress::Progress;
 use crate::source::conn::ConnParams;
@@ -246,6 +246,21 @@ async fn existing_relations(client: &Client, schema: &str) -> Result<BTreeSet<St
         .collect())
 }
 
+/// The extended statistics' names of `schema` in the target.
+async fn existing_statistics(client: &Client, schema: &str) -> Result<BTreeSet<String>> {
+    Ok(client
+        .query(
+            "SELECT s.stxname FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+             WHERE n.nspname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| Error::query(format!("listing the statistics of schema {schema}"), e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// After a failure: stops what our main session still runs, and drops the scratch schema with
 /// everything in it.
 async fn drop_scratch(conn: &ConnParams, target: &str, scratch: &str, pid: i32) -> Result<()> {
@@ -295,9 +310,15 @@ impl Work<'_> {
     ) -> Renames {
         let mut renames = Renames::new();
         let ids: BTreeSet<i32> = sel.pre_data.iter().chain(&sel.post_data).copied().collect();
+        let ids_vec: Vec<i32> = ids.iter().copied().collect();
+        // Relations and extended statistics: named with a schema of their own.
+        for (_, schema, name) in qualified_objects(toc, &ids_vec) {
+            renames.add((&schema, &name), (self.scratch, &name));
+        }
+        // Indexes take their table's schema, but INDEX ATTACH names them qualified.
         for e in toc.entries.iter().filter(|e| ids.contains(&e.dump_id)) {
             let name = match e.desc.as_str() {
-                "TABLE" | "SEQUENCE" | "INDEX" => Some(e.tag.clone()),
+                "INDEX" => Some(e.tag.clone()),
                 // Tagged "table constraint": the constraint's index has the constraint's name.
                 "CONSTRAINT" => family
                     .iter()
@@ -512,6 +533,40 @@ impl Work<'_> {
             sql.push_str(&format!(
                 "ALTER TABLE {s}.{} SET SCHEMA {};\n",
                 quote_ident(t),
+                quote_ident(target_schema)
+            ));
+        }
+        // Extended statistics are objects of their own: moving a table leaves them behind.
+        let stats: Vec<String> = self
+            .client
+            .query(
+                "SELECT stxname FROM pg_statistic_ext
+                 WHERE stxnamespace = $1::text::regnamespace ORDER BY 1",
+                &[&self.scratch],
+            )
+            .await
+            .map_err(|e| Error::query("listing the scratch schema's statistics", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let new_stats = match rename {
+            RenameTarget::As { name: new_root, .. } => {
+                let taken = existing_statistics(self.client, target_schema).await?;
+                rename_all(&stats, old_root, new_root, |n| taken.contains(n))
+            }
+            RenameTarget::IntoSchema(_) => stats.clone(),
+        };
+        for (old, new) in stats.iter().zip(&new_stats) {
+            if old != new {
+                sql.push_str(&format!(
+                    "ALTER STATISTICS {s}.{} RENAME TO {};\n",
+                    quote_ident(old),
+                    quote_ident(new)
+                ));
+            }
+            sql.push_str(&format!(
+                "ALTER STATISTICS {s}.{} SET SCHEMA {};\n",
+                quote_ident(new),
                 quote_ident(target_schema)
             ));
         }

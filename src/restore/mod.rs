@@ -15,7 +15,10 @@
 //! This file runs the phases in order; the target database is prepared in `target.rs`, the
 //! pg_restore sections and sequences are `schema.rs`, the data `load.rs`, and backups made by
 //! pg_dump (plain/custom) are restored by [`stream`]. What a failed restore left, and dropping
-//! the database it created, is `failure.rs`, which wraps the whole.
+//! the database it created, is `failure.rs`, which wraps the whole. A filtered restore (`-t`,
+//! `-n`, ...; `filter.rs`) restores the schema with `pg_restore -L` lists made from the
+//! archive's TOC (`toc_plan.rs`) and loads only the chosen tables' chunks; `--as` and
+//! `--into-schema` (one table beside the live ones) are `beside.rs`.
 
 mod beside;
 pub mod budget;
