@@ -298,6 +298,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub keep_failed: bool,
     #[command(flatten)]
+    pub filter: super::restore_filter::RestoreFilterArgs,
+    #[command(flatten)]
     pub load: LoadArgs,
     /// No progress output
     #[arg(long, short = 'q')]

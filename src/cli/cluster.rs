@@ -172,6 +172,34 @@ fn print_backup_summary(m: &ClusterManifest, out: &dbbackup::storage::Store) {
     }
 }
 
+/// `restore DIR --database NAME -d TARGET` with table filters (or `--as`): the one database's
+/// backup inside the cluster backup, restored as a single-database backup.
+pub fn one_database(
+    store: &dbbackup::storage::Store,
+    databases: &[String],
+    target: Option<&str>,
+) -> Result<dbbackup::storage::Store> {
+    let [name] = databases else {
+        return Err(Error::Usage(
+            "table filters on a cluster backup need one --database NAME (the database the tables are in) and --dbname TARGET".into(),
+        ));
+    };
+    if target.is_none() {
+        return Err(Error::Usage(format!(
+            "table filters on a cluster backup restore into an existing database: add --dbname TARGET (e.g. --dbname {name})"
+        )));
+    }
+    let manifest = ClusterManifest::load(store)?;
+    let Some(d) = manifest.databases.iter().find(|d| &d.name == name) else {
+        let names: Vec<&str> = manifest.databases.iter().map(|d| d.name.as_str()).collect();
+        return Err(Error::Usage(format!(
+            "--database {name:?} is not in this cluster backup (it has: {})",
+            names.join(", ")
+        )));
+    };
+    Ok(store.sub(&d.dir))
+}
+
 /// `restore DIR` of a cluster backup.
 pub async fn restore_cluster(
     conn: &ConnParams,

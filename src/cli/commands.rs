@@ -159,8 +159,18 @@ pub async fn restore(
         &args.dir,
         &args.keys,
     )?;
+    let filter = args.filter.filter()?;
+    let rename = args.filter.rename(args.create, args.clean)?;
+    let mut store = store;
     if dbbackup::cluster::is_cluster_backup(&store) {
-        return super::cluster::restore_cluster(conn, args, store, cancel).await;
+        if !filter.is_active() {
+            return super::cluster::restore_cluster(conn, args, store, cancel).await;
+        }
+        store = super::cluster::one_database(&store, &args.database, args.dbname.as_deref())?;
+    } else if !args.database.is_empty() {
+        return Err(Error::Usage(
+            "--database chooses databases of a cluster backup; this is a single-database backup (use --dbname)".into(),
+        ));
     }
     let Some(target) = args.dbname.clone() else {
         return Err(Error::Usage(format!(
@@ -168,11 +178,6 @@ pub async fn restore(
             args.dir.display()
         )));
     };
-    if !args.database.is_empty() {
-        return Err(Error::Usage(
-            "--database chooses databases of a cluster backup; this is a single-database backup (use --dbname)".into(),
-        ));
-    }
     let started = Instant::now();
     let jobs = args.load.jobs()?;
     let opts = RestoreOptions {
@@ -185,6 +190,8 @@ pub async fn restore(
         jobs,
         work_dir: args.load.work_dir,
         keep_failed: args.keep_failed,
+        filter,
+        rename,
     };
     let progress: Arc<dyn dbbackup::progress::Progress> = reporter(args.quiet);
     let s = restore_database(conn, &opts, progress, cancel).await?;
@@ -200,6 +207,16 @@ pub async fn restore(
             secs,
             human_bytes((s.raw_bytes as f64 / secs.max(0.001)) as u64)
         );
+        if let Some(created) = &s.created {
+            println!("  created: {created}");
+        }
+        if !s.left_out_foreign_keys.is_empty() {
+            println!(
+                "  foreign keys left out ({}; the tables they reference were not restored): {}",
+                s.left_out_foreign_keys.len(),
+                s.left_out_foreign_keys.join(", ")
+            );
+        }
         if !s.phases.is_empty() {
             let phases: Vec<String> = s
                 .phases

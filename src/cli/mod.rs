@@ -11,5 +11,6 @@ pub mod location;
 pub mod progress;
 pub mod repo;
 pub mod resolve;
+pub mod restore_filter;
 pub mod store_log;
 pub mod usage;

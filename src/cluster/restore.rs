@@ -178,6 +178,8 @@ pub async fn restore_cluster(
             memory_limit: opts.memory_limit,
             jobs_explicit: opts.jobs_explicit,
             keep_failed: opts.keep_failed,
+            filter: Default::default(),
+            rename: None,
         };
         let r = restore_database(conn, &ropts, progress.clone(), cancel.clone()).await;
         let outcome = DbRestoreOutcome {

@@ -137,6 +137,8 @@ pub async fn drill_database(
         jobs_explicit: opts.jobs_explicit,
         // A failed restore drops the scratch database itself, saying so, unless it is kept.
         keep_failed: opts.keep_scratch,
+        filter: Default::default(),
+        rename: None,
     };
     let mut differences = Vec::new();
     let mut counted = (0, 0, 0, 0);

@@ -84,6 +84,8 @@ pub(super) async fn load_data(
         let tables = tables.clone();
         let progress = progress.clone();
         let committed = committed.clone();
+        // --data-only fills tables that were there before: never truncated.
+        let fresh = !opts.filter.data_only;
         set.spawn(async move {
             let session = conn.connect(&target).await?;
             // A crash mid-restore means restoring again anyway, so loaders need not wait for
@@ -100,7 +102,7 @@ pub(super) async fn load_data(
                     Load::Rows { table, chunk } => {
                         let t = &tables[*table];
                         progress.worker_busy(worker, &t.display_name());
-                        load_rows(&session.client, &root, t, chunk, &progress).await?;
+                        load_rows(&session.client, &root, t, chunk, fresh, &progress).await?;
                         committed.lock().unwrap()[*table] += 1;
                     }
                     Load::LargeObjects { chunk } => {
@@ -196,6 +198,7 @@ async fn load_rows(
     root: &Store,
     table: &Table,
     chunk: &Chunk,
+    fresh: bool,
     progress: &Arc<dyn Progress>,
 ) -> Result<()> {
     let what = || format!("loading into table {}", table.display_name());
@@ -205,7 +208,7 @@ async fn load_rows(
     // does. Tables of several chunks load concurrently and cannot be truncated.
     // An extension's configuration table already holds the extension's own rows: never
     // truncated, the backup's rows are appended (as pg_restore does).
-    let single = table.chunks().count() == 1 && table.extension_config.is_none();
+    let single = fresh && table.chunks().count() == 1 && table.extension_config.is_none();
     let begin = if single {
         format!("BEGIN; TRUNCATE ONLY {}", table.qualified())
     } else {

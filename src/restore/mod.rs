@@ -15,18 +15,27 @@
 //! This file runs the phases in order; the target database is prepared in `target.rs`, the
 //! pg_restore sections and sequences are `schema.rs`, the data `load.rs`, and backups made by
 //! pg_dump (plain/custom) are restored by [`stream`]. What a failed restore left, and dropping
-//! the database it created, is `failure.rs`, which wraps the whole.
+//! the database it created, is `failure.rs`, which wraps the whole. A filtered restore (`-t`,
+//! `-n`, ...; `filter.rs`) restores the schema with `pg_restore -L` lists made from the
+//! archive's TOC (`toc_plan.rs`) and loads only the chosen tables' chunks; `--as` and
+//! `--into-schema` (one table beside the live ones) are `beside.rs`.
 
+mod beside;
 pub mod budget;
 mod failure;
+mod filter;
 mod load;
 mod options;
+mod rename;
 mod schema;
 pub mod stream;
 mod target;
+mod toc_plan;
 
 pub use failure::restore_database;
+pub use filter::{TableFilter, TableName};
 pub use options::{RestoreOptions, RestoreSummary};
+pub use rename::{rename_all, renamed, RenameTarget, MAX_NAME_BYTES};
 
 use std::sync::Arc;
 
@@ -64,6 +73,43 @@ async fn restore_phases(
                 .unwrap_or_default()
         )));
     }
+    let native = manifest.strategy.kind == StrategyKind::Native;
+    if opts.rename.is_some() {
+        if !native {
+            return Err(Error::Usage(format!(
+                "--as/--into-schema need a native backup (this one is {}): its rows are chunks that can be loaded into another table; restore the table with --table into a scratch database instead",
+                manifest.strategy.kind.as_str()
+            )));
+        }
+        return beside::restore_beside(conn, opts, manifest, progress, cancel).await;
+    }
+    if manifest.strategy.kind == StrategyKind::Plain && opts.filter.is_active() {
+        return Err(Error::Usage(
+            "table filters need a native or custom backup: a plain backup is one SQL script, which cannot be split into tables safely (restore it whole, then drop what you do not need)".into(),
+        ));
+    }
+    // Custom: a pattern that matches nothing is said before anything else (the plan proper
+    // is made from the decompressed archive later); only the archive's head is read.
+    if manifest.strategy.kind == StrategyKind::Custom && opts.filter.selects_tables() {
+        let mut head = crate::format::stream::open_stream(&opts.dir, &manifest)?;
+        let toc = crate::format::archive_toc::read_toc(&mut head)?;
+        toc_plan::choose(&toc, &manifest.database.name, &opts.filter)?;
+    }
+    // Native: chosen from the schema archive's TOC before anything touches the target; the
+    // manifest is narrowed to the chosen tables, so that only their chunks are read.
+    let mut manifest = manifest;
+    let lists = if native && opts.filter.is_active() {
+        Some(toc_plan::plan_native(
+            &opts.dir,
+            &mut manifest,
+            &opts.filter,
+            opts.create,
+            opts.work_dir.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let manifest = manifest;
     let budget = budget::plan(
         opts.memory_limit,
         Wanted {
@@ -79,7 +125,6 @@ async fn restore_phases(
     // do it (a cluster restore meets "postgres" this way). Like pg_dumpall, restore into it as
     // it stands: empty, or cleaned object by object with --clean; its properties still apply.
     let reuse = opts.create && opts.target == conn.maintenance_db;
-    let native = manifest.strategy.kind == StrategyKind::Native;
     let opts = &RestoreOptions {
         create: opts.create && !reuse,
         // pg_restore's --jobs are child processes: only our own loaders are budgeted.
@@ -141,65 +186,79 @@ async fn restore_phases(
     }
 
     // One transaction: the schema goes in whole or not at all.
-    ledger.begin(Phase::PreData);
-    let mut pre = vec![
-        "--section=pre-data".into(),
-        "--exit-on-error".into(),
-        "--single-transaction".into(),
-    ];
-    if opts.clean && !opts.create {
-        pre.push("--clean".into());
-        pre.push("--if-exists".into());
+    let run_pre = lists.as_ref().is_none_or(|l| l.pre_data.runs());
+    let run_data = lists.as_ref().is_none_or(|l| l.data.runs());
+    if run_pre {
+        ledger.begin(Phase::PreData);
+        let mut pre = vec![
+            "--section=pre-data".into(),
+            "--exit-on-error".into(),
+            "--single-transaction".into(),
+        ];
+        if opts.clean && !opts.create {
+            pre.push("--clean".into());
+            pre.push("--if-exists".into());
+        }
+        if let Some(l) = &lists {
+            pre.extend(l.pre_data.args());
+        }
+        pg_restore(
+            conn,
+            &opts.dir,
+            opts.work_dir.as_deref(),
+            &opts.target,
+            &manifest,
+            "pre-data",
+            pre,
+            &cancel,
+        )
+        .await?;
+        phase(&mut summary, "pre-data");
     }
-    pg_restore(
-        conn,
-        &opts.dir,
-        opts.work_dir.as_deref(),
-        &opts.target,
-        &manifest,
-        "pre-data",
-        pre,
-        &cancel,
-    )
-    .await?;
-    phase(&mut summary, "pre-data");
 
-    ledger.begin(Phase::Data);
-    if let Some(metadata) = &manifest.large_objects.metadata {
-        crate::source::largeobj::restore_metadata(&target.client, &opts.dir, metadata).await?;
+    if run_data {
+        ledger.begin(Phase::Data);
+        if let Some(metadata) = &manifest.large_objects.metadata {
+            crate::source::largeobj::restore_metadata(&target.client, &opts.dir, metadata).await?;
+        }
+        load_data(
+            conn,
+            opts,
+            &manifest,
+            &progress,
+            &cancel,
+            &mut summary,
+            ledger,
+        )
+        .await?;
+        phase(&mut summary, "data");
     }
-    load_data(
-        conn,
-        opts,
-        &manifest,
-        &progress,
-        &cancel,
-        &mut summary,
-        ledger,
-    )
-    .await?;
-    phase(&mut summary, "data");
 
-    ledger.begin(Phase::PostData);
-    // Stop at the first error: going on past one would build the rest of post-data on top of
-    // a failure that the exit status reports anyway.
-    let post = vec![
-        "--section=post-data".into(),
-        "--exit-on-error".into(),
-        format!("--jobs={}", opts.jobs.max(1)).into(),
-    ];
-    pg_restore(
-        conn,
-        &opts.dir,
-        opts.work_dir.as_deref(),
-        &opts.target,
-        &manifest,
-        "post-data",
-        post,
-        &cancel,
-    )
-    .await?;
-    phase(&mut summary, "post-data");
+    if run_pre {
+        ledger.begin(Phase::PostData);
+        // Stop at the first error: going on past one would build the rest of post-data on top of
+        // a failure that the exit status reports anyway.
+        let mut post = vec![
+            "--section=post-data".into(),
+            "--exit-on-error".into(),
+            format!("--jobs={}", opts.jobs.max(1)).into(),
+        ];
+        if let Some(l) = &lists {
+            post.extend(l.post_data.args());
+        }
+        pg_restore(
+            conn,
+            &opts.dir,
+            opts.work_dir.as_deref(),
+            &opts.target,
+            &manifest,
+            "post-data",
+            post,
+            &cancel,
+        )
+        .await?;
+        phase(&mut summary, "post-data");
+    }
 
     ledger.begin(Phase::Sequences);
     set_sequences(&target.client, &manifest).await?;
@@ -214,7 +273,15 @@ async fn restore_phases(
         crate::source::dbprops::apply_database_properties(conn, &opts.target, &manifest.database)
             .await?;
     }
-    summary.tables = manifest.tables.len() as u64;
+    summary.tables = match &lists {
+        Some(toc_plan::SectionLists {
+            chosen: Some(c), ..
+        }) => c.len() as u64,
+        _ => manifest.tables.len() as u64,
+    };
+    if let Some(l) = lists {
+        summary.left_out_foreign_keys = l.left_out;
+    }
     summary.memory = Some(budget.record());
     Ok(summary)
 }

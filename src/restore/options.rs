@@ -19,6 +19,12 @@ pub struct RestoreOptions {
     /// `--keep-failed`: a database this restore created stays when the restore fails (by
     /// default it is dropped; see `failure.rs`).
     pub keep_failed: bool,
+    /// `-t/-n/--exclude-*/--schema-only/--data-only` (see [`super::filter`]); the default takes
+    /// everything.
+    pub filter: super::filter::TableFilter,
+    /// `--as`/`--into-schema`: the one table of `filter` restored beside the live objects (see
+    /// [`super::beside`]).
+    pub rename: Option<super::rename::RenameTarget>,
 }
 
 #[derive(Debug, Default)]
@@ -32,4 +38,10 @@ pub struct RestoreSummary {
     pub phases: Vec<(&'static str, f64)>,
     /// The memory plan and the peaks measured at the end.
     pub memory: Option<crate::memory::MemoryRecord>,
+    /// Foreign keys left out because they reference (or belong to) a table that was not
+    /// restored, as `table: constraint -> referenced table`.
+    pub left_out_foreign_keys: Vec<String>,
+    /// `--as`/`--into-schema`: what was created, e.g. `public.orders_restored (2 partitions,
+    /// 3 indexes)`.
+    pub created: Option<String>,
 }

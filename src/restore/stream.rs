@@ -21,9 +21,13 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use std::collections::BTreeSet;
+
 use super::failure::{stream_plan, Ledger, Phase};
+use super::filter::TableName;
 use super::options::{RestoreOptions, RestoreSummary};
 use super::target::{drop_foreign_keys, prepare_target};
+use super::toc_plan::SectionLists;
 use crate::error::{Error, Result};
 use crate::format::manifest::{Manifest, StrategyKind};
 use crate::format::stream::{check_pieces, finish_stream, open_stream, stream_error, IO_BUF};
@@ -58,11 +62,12 @@ async fn restore_sections(
     file: &Path,
     cancel: &CancellationToken,
     clean: bool,
+    lists: Option<&SectionLists>,
     ledger: &Ledger,
 ) -> Result<()> {
     if clean {
         ledger.begin(Phase::CleanForeignKeys);
-        drop_archive_foreign_keys(conn, opts, file).await?;
+        drop_archive_foreign_keys(conn, opts, file, lists.and_then(|l| l.chosen.as_ref())).await?;
     }
     let env = conn.child_env(&opts.target);
     let target = dbname_conninfo(&opts.target);
@@ -86,6 +91,19 @@ async fn restore_sections(
         .into_iter()
         .zip(passes)
     {
+        // A filtered restore: only the chosen entries, and no pass at all for a section it
+        // leaves out (--schema-only, --data-only).
+        if let Some(l) = lists {
+            let list = match phase {
+                Phase::PreData => &l.pre_data,
+                Phase::Data => &l.data,
+                _ => &l.post_data,
+            };
+            if !list.runs() {
+                continue;
+            }
+            args.extend(list.args());
+        }
         ledger.begin(phase);
         args.extend([
             "--exit-on-error".into(),
@@ -107,6 +125,7 @@ async fn drop_archive_foreign_keys(
     conn: &ConnParams,
     opts: &RestoreOptions,
     file: &Path,
+    only: Option<&BTreeSet<TableName>>,
 ) -> Result<()> {
     let session = conn.connect(&opts.target).await?;
     let listing = std::process::Command::new(crate::source::child::pg_program("pg_restore"))
@@ -137,6 +156,7 @@ async fn drop_archive_foreign_keys(
             toc.lines().any(|l| l.ends_with(&entry))
         })
         .map(|(schema, name, _)| (schema, name))
+        .filter(|t| only.is_none_or(|o| o.contains(t)))
         .collect();
     drop_foreign_keys(&session.client, &in_archive).await
 }
@@ -171,7 +191,8 @@ pub(crate) async fn restore_stream(
     // section by section (see restore_sections), even with --jobs 1.
     let mut temp: Option<TempFile> = None;
     let clean_existing = opts.clean && !opts.create;
-    if kind == StrategyKind::Custom && (opts.jobs > 1 || clean_existing) {
+    let filtered = opts.filter.is_active();
+    if kind == StrategyKind::Custom && (opts.jobs > 1 || clean_existing || filtered) {
         let work_dir = match &opts.work_dir {
             Some(d) => d.clone(),
             None => default_work_dir(&opts.dir),
@@ -196,6 +217,18 @@ pub(crate) async fn restore_stream(
         r?;
         temp = Some(t);
     }
+    // Chosen from the archive's TOC before anything touches the target.
+    let lists = match (&temp, filtered) {
+        (Some(t), true) => Some(super::toc_plan::plan_lists(
+            &super::toc_plan::read_file_toc(&t.0)?,
+            None,
+            &manifest.database.name,
+            &opts.filter,
+            opts.create,
+            opts.work_dir.as_deref(),
+        )?),
+        _ => None,
+    };
 
     let first: &[Phase] = match (kind, &temp) {
         (StrategyKind::Custom, Some(_)) if clean_existing => &[
@@ -220,7 +253,16 @@ pub(crate) async fn restore_stream(
     let result = match (kind, &temp) {
         (StrategyKind::Custom, Some(file)) => {
             progress.worker_busy(0, "pg_restore");
-            restore_sections(conn, opts, &file.0, &cancel, clean_existing, ledger).await
+            restore_sections(
+                conn,
+                opts,
+                &file.0,
+                &cancel,
+                clean_existing,
+                lists.as_ref(),
+                ledger,
+            )
+            .await
         }
         _ => {
             let (program, mut args): (&str, Vec<OsString>) = match kind {
@@ -286,11 +328,17 @@ pub(crate) async fn restore_stream(
             .await?;
     }
     Ok(RestoreSummary {
-        tables: manifest
-            .probe
-            .get("tables")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0),
+        tables: match &lists {
+            Some(SectionLists {
+                chosen: Some(c), ..
+            }) => c.len() as u64,
+            _ => manifest
+                .probe
+                .get("tables")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
+        },
+        left_out_foreign_keys: lists.map(|l| l.left_out).unwrap_or_default(),
         rows: 0,
         chunks: manifest.stream.len() as u64,
         raw_bytes: raw_total,

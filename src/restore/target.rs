@@ -83,7 +83,9 @@ pub(super) async fn prepare_target(
             opts.target
         )));
     }
-    if opts.clean {
+    // A filtered restore goes into a database that holds other things (with --data-only, the
+    // very tables it fills): its pre-data transaction fails whole if a table is there already.
+    if opts.clean || opts.filter.is_active() {
         return Ok(());
     }
     let target = conn.connect(&opts.target).await?;
