@@ -7,6 +7,10 @@
 //! table of contents with the dependencies `pg_restore -l` does not show, [`toc_select`] decides
 //! which entries a table or schema selection restores (and which foreign keys it must leave
 //! out), and [`sql_requalify`] rewrites pg_dump's DDL for a table restored under another name.
+//!
+//! Which tables a backup takes is decided here as well, without a server: [`name_pattern`] reads
+//! pg_dump's `-t`/`-n` patterns, [`filter_file`] its `--filter` files, and [`selection`] applies
+//! pg_dump's rules to them (recorded in the manifest as `filters`).
 
 pub mod archive_toc;
 pub mod check;
