@@ -17,6 +17,8 @@
 # measure expects DBBACKUP and DBB_OK to be set by the caller (a dbbackup
 # command with no binary is recorded as "no binary", not run).
 
+# The R_* arrays and MAIN_FAILED are read by the sourcing script.
+# shellcheck disable=SC2034
 q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 qv() { q -At "$@"; }
 
