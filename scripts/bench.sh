@@ -42,7 +42,7 @@
 # Columns: wall seconds; client CPU (user+sys of the measured command and
 # its children, GNU time); server CPU (user+sys of the postgres processes
 # over the same interval, from /proc); peak RSS of the largest process of
-# the measured command (GNU time %M); output size (du -sb).
+# the measured command (GNU time %M); output size (bytes of its files).
 # Page caches cannot be dropped here, so numbers are warm-cache numbers.
 #
 # Exit status: 0 when every measurement of the main section succeeded and
