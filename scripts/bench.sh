@@ -3,6 +3,8 @@
 #
 #   bash scripts/bench.sh                  # full size: ~1.2 GB database
 #   BENCH_SCALE=2 bash scripts/bench.sh    # smoke test: a few tens of MB
+#   bash scripts/bench.sh tables 10000     # many small tables (issue 20):
+#                                          # scripts/bench-tables.sh, see there
 #
 # Environment (all optional):
 #   BENCH_DIR=DIR    work directory, default bench-work/ at the repo root.
@@ -40,7 +42,7 @@
 # Columns: wall seconds; client CPU (user+sys of the measured command and
 # its children, GNU time); server CPU (user+sys of the postgres processes
 # over the same interval, from /proc); peak RSS of the largest process of
-# the measured command (GNU time %M); output size (du -sb).
+# the measured command (GNU time %M); output size (bytes of its files).
 # Page caches cannot be dropped here, so numbers are warm-cache numbers.
 #
 # Exit status: 0 when every measurement of the main section succeeded and
@@ -51,6 +53,19 @@ set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench-lib.sh"
+
+# Sections: none (this file's benchmark) or `tables N` (its own data set and
+# cluster, in scripts/bench-tables.sh).
+case ${1:-} in
+"") ;;
+tables)
+	shift
+	exec bash "$(dirname "${BASH_SOURCE[0]}")/bench-tables.sh" "$@"
+	;;
+*) die "bench.sh: unknown section '$1' (none for the main benchmark, or: tables N)" ;;
+esac
 
 ROOT=$(repo_root)
 # Paths given in the environment are relative to the caller's directory.
@@ -80,9 +95,6 @@ S3DIR=$BENCH_DIR/s3
 trap 'stop_throwaway_cluster "$PGDIR"; stop_seaweedfs "$S3DIR"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-qv() { q -At "$@"; }
 
 # ----------------------------------------------------------------- tools
 ensure_postgres
@@ -207,88 +219,6 @@ SQL
 	q -d bench_big -c 'VACUUM ANALYZE'
 	printf '%s\n' "$BIG_MB" >"$PGDIR/dataset_big"
 fi
-
-# ----------------------------------------------------------------- helpers
-# Warm the page cache: count(*) of every table, matview and TOAST table.
-warm() {
-	q -At -d "$1" >/dev/null <<'SQL'
-SELECT format('SELECT count(*) FROM %s', c.oid::regclass)
-FROM pg_class c
-WHERE c.relkind IN ('r', 'm', 't')
-  AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
-  AND c.relpersistence = 'p'
-\gexec
-SQL
-}
-
-# CPU ticks (user+sys) used so far by the server: the postmaster, its reaped
-# children (cutime/cstime) and its live children.
-CLK_TCK=$(getconf CLK_TCK)
-server_ticks() {
-	local pm f line total=0
-	local -a a
-	pm=$(head -n 1 "$PG_THROWAWAY_DATA/postmaster.pid")
-	for f in /proc/[0-9]*/stat; do
-		read -r line 2>/dev/null <"$f" || continue
-		read -r -a a <<<"${line##*) }" # a[1]=ppid a[11..14]=utime stime cutime cstime
-		if [[ $f == "/proc/$pm/stat" ]]; then
-			total=$((total + a[11] + a[12] + a[13] + a[14]))
-		elif [[ ${a[1]} == "$pm" ]]; then
-			total=$((total + a[11] + a[12]))
-		fi
-	done
-	printf '%s\n' "$total"
-}
-
-# Results, keyed by measurement id.
-declare -A R_LABEL R_WALL R_CPU R_SRV R_RSS R_SIZE R_RC
-ORDER=()
-MAIN_FAILED=0
-
-# measure ID SECTION LABEL SOURCE_DB OUTPUT_PATH|- CMD...
-# Warm SOURCE_DB, checkpoint, run CMD under GNU time, record the results.
-measure() {
-	local id=$1 section=$2 label=$3 src=$4 outpath=$5
-	shift 5
-	ORDER+=("$id")
-	R_LABEL[$id]=$label
-	R_SIZE[$id]=""
-	printf '\n--- %s\n    $ %s\n' "$label" "$*" >&2
-	if [[ $1 == "$DBBACKUP" ]] && ((!DBB_OK)); then
-		R_RC[$id]="no binary"
-		[[ $section == main ]] && MAIN_FAILED=1
-		return 0
-	fi
-	[[ $src == - ]] || warm "$src"
-	q -d postgres -c CHECKPOINT
-	local t0 t1
-	t0=$(server_ticks)
-	peak_rss_and_time "$@"
-	sleep 0.5 # let the postmaster reap the backends
-	t1=$(server_ticks)
-	R_RC[$id]=$MEAS_RC
-	R_WALL[$id]=$MEAS_WALL
-	R_CPU[$id]=$MEAS_CPU
-	R_RSS[$id]=$MEAS_RSS_KIB
-	R_SRV[$id]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')
-	if [[ $outpath != - && -e $outpath ]]; then
-		R_SIZE[$id]=$(du -sb "$outpath" | cut -f1)
-	fi
-	if [[ $MEAS_RC != 0 && $section == main ]]; then MAIN_FAILED=1; fi
-}
-
-ok() { [[ ${R_RC[$1]:-x} == 0 ]]; }
-
-# ratio NUM_ID DEN_ID ARRAY_NAME : NUM/DEN of one metric, or n/a.
-ratio() {
-	local -n arr=$3
-	if ok "$1" && ok "$2" && [[ -n ${arr[$1]:-} && -n ${arr[$2]:-} ]]; then
-		awk -v a="${arr[$1]}" -v b="${arr[$2]}" \
-			'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'
-	else
-		printf 'n/a'
-	fi
-}
 
 # check_restore SOURCE_DB RESTORED_DB : cheap sanity check of a restore.
 check_restore() {
@@ -417,7 +347,6 @@ if ok pgr_big; then big_restored bench_restore_big; fi
 dropdb --if-exists bench_restore_big
 
 # ----------------------------------------------------------------- report
-mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 row() {
 	local id=$1
