@@ -420,7 +420,9 @@ ensure_seaweedfs() {
 # in DIR on free ports of 127.0.0.1 with one test identity, create BUCKET,
 # and export the AWS_* settings that reach it (AWS_ACCESS_KEY_ID,
 # AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL) plus SEAWEED_FILER
-# (its filer's http://host:port). Needs ensure_seaweedfs first.
+# (its filer's http://host:port). Needs ensure_seaweedfs first. Its Iceberg
+# and Lance listeners are off: their default ports are fixed, and another
+# store running at the same time (e.g. the tests') holds them; weed then exits.
 start_seaweedfs() {
 	local dir=$1 bucket=$2
 	mkdir -p "$dir/data"
@@ -439,6 +441,7 @@ start_seaweedfs() {
 		-volume.max=100 -master.volumeSizeLimitMB=1024 \
 		-filer -filer.port="$f" -filer.port.grpc="$fg" \
 		-s3 -s3.port="$s" -s3.port.grpc="$sg" -s3.config="$dir/s3.json" \
+		-s3.port.iceberg=0 -s3.port.lance=0 \
 		>"$dir/weed.log" 2>&1 </dev/null &
 	echo $! >"$dir/weed.pid"
 	disown # stopped by stop_seaweedfs; no job-control message when it is killed

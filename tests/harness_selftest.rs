@@ -324,3 +324,18 @@ fn big_table_fixture_loads() {
     assert_eq!(fp.tables["public.big_blobs"].0, 40);
     c.drop_db(&db);
 }
+
+/// Two S3 stores run side by side, as the stores of two test binaries do when
+/// `scripts/test.sh` runs binaries at once: each listens on its own ports only (SeaweedFS opens
+/// some fixed ports of its own unless told otherwise, and a second store then exits).
+#[test]
+fn two_s3_stores_run_side_by_side() {
+    let a = support::s3::own_s3();
+    let b = support::s3::own_s3();
+    let (la, lb) = (a.location("side-a"), b.location("side-b"));
+    a.write(&la, "object", b"in a");
+    b.write(&lb, "object", b"in b");
+    assert_eq!(a.read(&la, "object"), b"in a");
+    assert_eq!(b.read(&lb, "object"), b"in b");
+    assert_eq!(a.list(&lb), Vec::<String>::new(), "b's object is not in a");
+}

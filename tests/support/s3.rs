@@ -27,6 +27,12 @@ pub fn s3() -> &'static S3Server {
     SERVER.get_or_init(S3Server::start)
 }
 
+/// A store of the caller's own besides the shared one (e.g. to run two side by side); it is
+/// stopped and its directory removed when dropped.
+pub fn own_s3() -> S3Server {
+    S3Server::start()
+}
+
 pub struct S3Server {
     dir: PathBuf,
     weed: PathBuf,
@@ -48,7 +54,9 @@ impl S3Server {
             panic!("WEED_BIN is not set: run the tests with `bash scripts/test.sh`, which installs SeaweedFS")
         });
         assert!(weed.is_file(), "WEED_BIN {} does not exist", weed.display());
-        let dir = std::env::temp_dir().join(format!("dbbackup-test-s3-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("dbbackup-test-s3-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).expect("create S3 data dir");
         std::fs::write(
@@ -93,6 +101,10 @@ impl S3Server {
             .arg("-s3")
             .arg(format!("-s3.port={s}"))
             .arg(format!("-s3.port.grpc={sg}"))
+            // Off: the Iceberg and Lance listeners have fixed default ports (8181, 9101), which
+            // a store of another test binary running at the same time already holds; weed then
+            // exits.
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .arg(format!("-s3.config={}", self.dir.join("s3.json").display()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -150,6 +162,15 @@ impl S3Server {
     fn wait_until(&self, what: &str, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(90);
         while !ready() {
+            if let Some(child) = self.process.lock().unwrap().as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "SeaweedFS exited ({status}) before {what}; log {}:\n{}",
+                        self.dir.join("weed.log").display(),
+                        super::file_tail(&self.dir.join("weed.log"), 20)
+                    );
+                }
+            }
             assert!(
                 Instant::now() < deadline,
                 "SeaweedFS: timed out waiting until {what}; log {}",
@@ -175,7 +196,11 @@ impl S3Server {
                 .take()
                 .unwrap()
                 .write_all(format!("s3.bucket.create -name {bucket}\n").as_bytes());
-            let out = shell.wait_with_output().expect("weed shell output");
+            // `weed shell` waits forever for a master that is not there: give it a while, then
+            // ask again (wait_until notices a server that exited).
+            let Some(out) = finish_within(shell, Duration::from_secs(20)) else {
+                return false;
+            };
             let text = String::from_utf8_lossy(&out.stdout);
             text.contains("created bucket") || text.contains("already exist")
         });
@@ -337,6 +362,30 @@ pub fn run_ok_secretless(cmd: &mut Command) -> std::process::Output {
         );
     }
     o
+}
+
+/// The output of `child` once it exits; `None` (and the child killed) if it is still running
+/// after `limit`. For commands whose output fits in a pipe.
+fn finish_within(mut child: Child, limit: Duration) -> Option<std::process::Output> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().ok(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn register_cleanup() {
