@@ -595,7 +595,10 @@ fn a_filtered_backup_shows_its_filters_and_only_its_tables() {
     );
     let tables = json_tables(&v);
     assert!(!tables.is_empty());
-    assert!(tables.keys().all(|(schema, _)| schema == "app"), "{tables:?}");
+    assert!(
+        tables.keys().all(|(schema, _)| schema == "app"),
+        "{tables:?}"
+    );
     // The unfiltered backup records none.
     assert!(contents_json(&[], &s.native)["filters"].is_null());
 }
