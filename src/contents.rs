@@ -1,6 +1,7 @@
 //! `contents`: what one backup holds, without a server: its header facts and tables from the
 //! manifest, the other objects from the table of contents of its pg_dump archive (read by
-//! `pg_restore --list`, see [`crate::source::pglist`]).
+//! [`crate::format::archive_toc`], listed as `pg_restore --list` lists them; no client tools
+//! are needed).
 //!
 //! Where each part comes from, by strategy:
 //!
@@ -13,18 +14,18 @@
 //!   nothing but the header facts without an identity.
 //! - plain: one SQL script; nothing is listed (that would mean decompressing all of it).
 //!
-//! The archive is decrypted and decompressed into pg_restore's stdin only, never onto disk.
+//! The archive is decrypted and decompressed in memory only, never onto disk.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::format::archive_toc::{read_toc, Toc};
 use crate::format::chunk::ChunkReader;
 use crate::format::manifest::{Manifest, StrategyKind, Totals};
 use crate::format::selection::Filters;
 use crate::format::stream::{open_stream, stream_error};
-use crate::source::pglist::{list_archive, parse_listing, Listed, TocEntry};
 use crate::storage::Store;
 
 /// What a backup holds. Serialized as `contents --json` prints it (docs/contents.md): the field
@@ -134,7 +135,7 @@ impl Objects {
 
 /// Builds the contents of the single-database backup in `dir`. A manifest that cannot be read,
 /// an archive that does not match its checksum, an identity that does not open it, or a
-/// pg_restore that cannot read it are errors; an encrypted archive without any identity is not
+/// table of contents that cannot be read are errors; an encrypted archive without any identity is not
 /// (the objects then say `needs_identity`).
 pub fn contents(dir: &Store) -> Result<Contents> {
     let m = Manifest::load(dir)?;
@@ -233,8 +234,7 @@ fn needs_identity_note(what: &str) -> String {
     )
 }
 
-/// The entries of the backup's archive(s), with the pg_restore that reads what the backup's
-/// pg_dump wrote.
+/// The entries of the backup's archive(s).
 fn archive_objects(dir: &Store, m: &Manifest) -> Result<Objects> {
     let can_decrypt = dir.sealing().can_decrypt();
     match m.strategy.kind {
@@ -263,7 +263,6 @@ fn archive_objects(dir: &Store, m: &Manifest) -> Result<Objects> {
             ))
         }
         StrategyKind::Native => {
-            choose_tools(m)?;
             let mut entries = Vec::new();
             // Backups of earlier versions have one archive per section.
             for s in &m.schema {
@@ -272,53 +271,73 @@ fn archive_objects(dir: &Store, m: &Manifest) -> Result<Objects> {
             Ok(Objects::listed(entries))
         }
         StrategyKind::Custom => {
-            choose_tools(m)?;
             Ok(Objects::listed(list_stream(dir, m)?))
         }
     }
 }
 
-fn choose_tools(m: &Manifest) -> Result<()> {
-    let archive = crate::source::pgtools::version_num(&m.pg_dump_version);
-    crate::source::pgtools::choose_for_restore(archive, archive).map(|_| ())
-}
-
 /// A native schema archive: read whole (it is small), so that its size and SHA-256 are proven
-/// before its listing is believed.
+/// before its table of contents is believed.
 fn list_schema_archive(
     dir: &Store,
     chunk: &crate::format::manifest::Chunk,
 ) -> Result<Vec<TocEntry>> {
     let mut reader = ChunkReader::open(dir, chunk)?;
     let path = reader.path().to_path_buf();
-    let listed = list_archive(&mut reader)?;
-    if let Some(e) = listed.read_error {
-        // The checksum explains a damaged file better than the decoder's complaint.
-        reader.finish()?;
-        return Err(Error::io("reading", path, e));
-    }
+    let toc = read_toc(&mut reader);
+    // The checksum explains a damaged file better than the reader's complaint.
     reader.finish()?;
-    listing_entries(listed, &path)
+    let toc = toc.map_err(|e| Error::corrupt(&path, e.to_string()))?;
+    Ok(listed_entries(&toc))
 }
 
-/// A custom backup's stream: only the pieces pg_restore needs for the table of contents are
-/// read (and each of those that is read to its end is checked); `verify` checks the rest.
+/// A custom backup's stream: only the pieces that hold the table of contents are read (and
+/// each of those that is read to its end is checked); `verify` checks the rest.
 fn list_stream(dir: &Store, m: &Manifest) -> Result<Vec<TocEntry>> {
     let mut dec = open_stream(dir, m)?;
-    let listed = list_archive(&mut dec)?;
-    if let Some(e) = listed.read_error {
-        return Err(stream_error(&mut dec, e));
+    match read_toc(&mut dec) {
+        Ok(toc) => Ok(listed_entries(&toc)),
+        Err(Error::Archive(crate::error::ArchiveError::Io(e))) => Err(stream_error(&mut dec, e)),
+        Err(e) => Err(Error::corrupt(
+            dir.describe(&m.stream[0].file),
+            e.to_string(),
+        )),
     }
-    listing_entries(listed, &dir.describe(&m.stream[0].file))
 }
 
-fn listing_entries(listed: Listed, path: &std::path::Path) -> Result<Vec<TocEntry>> {
-    listed.exit.map_err(|e| {
-        Error::corrupt(
-            path,
-            format!("pg_restore --list cannot read the archive: {e}"),
-        )
-    })?;
-    parse_listing(&listed.listing)
-        .map_err(|why| Error::corrupt(path, format!("reading pg_restore --list: {why}")))
+/// One entry of the archive's table of contents, as `pg_restore --list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TocEntry {
+    /// pg_dump's dump id (what a `pg_restore -L` list file names).
+    pub id: u32,
+    /// pg_dump's description: `TABLE`, `INDEX`, `FK CONSTRAINT`, `SEQUENCE`, ...
+    pub kind: String,
+    /// `None` for objects outside a schema.
+    pub schema: Option<String>,
+    pub name: String,
+    /// `None` for objects without an owner.
+    pub owner: Option<String>,
+}
+
+/// The entries `pg_restore --list` shows: not the session settings pg_dump records, nor the
+/// database itself and what hangs on it (pg_restore restores those only with `--create`).
+fn listed_entries(toc: &Toc) -> Vec<TocEntry> {
+    const SESSION: &[&str] = &["ENCODING", "STDSTRINGS", "SEARCHPATH"];
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    toc.entries
+        .iter()
+        .filter(|e| {
+            !SESSION.contains(&e.desc.as_str())
+                && e.desc != "DATABASE"
+                && e.desc != "DATABASE PROPERTIES"
+                && !e.tag.starts_with("DATABASE ")
+        })
+        .map(|e| TocEntry {
+            id: e.dump_id as u32,
+            kind: e.desc.clone(),
+            schema: some(&e.namespace),
+            name: e.tag.clone(),
+            owner: some(&e.owner),
+        })
+        .collect()
 }

@@ -12,7 +12,6 @@ mod first_error;
 pub mod large_values;
 pub mod largeobj;
 pub mod pgdump;
-pub mod pglist;
 pub mod pgrestore;
 pub mod pgtools;
 pub mod plan;
