@@ -299,3 +299,5 @@ fn a_plain_backup_refuses_filters_with_one_line() {
 // `--as` / `--into-schema`.
 #[path = "restore_filters/beside.rs"]
 mod beside;
+#[path = "restore_filters/beside_custom.rs"]
+mod beside_custom;

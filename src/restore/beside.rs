@@ -1,5 +1,5 @@
 //! `restore --table T --as [SCHEMA.]NEW` (or `--into-schema SCHEMA`): one table of a native
-//! backup, with its partitions, indexes, constraints, triggers, policies, defaults, comments,
+//! or custom backup, with its partitions, indexes, constraints, triggers, policies, defaults, comments,
 //! grants and owned sequences, created and filled in a live database beside the original,
 //! touching nothing else.
 //!
@@ -10,7 +10,8 @@
 //! 2. A private scratch schema (`dbbackup_restore_<pid>_<n>`) is created. The family's pre-data
 //!    is run there, every qualified name of the family rewritten to the scratch schema
 //!    ([`crate::format::sql_requalify`]); the chunks load in parallel as in a whole restore
-//!    (`--jobs`, `--memory-limit`); post-data (indexes, constraints, triggers) is built there,
+//!    (`--jobs`, `--memory-limit`; a custom backup's rows come from its pg_dump archive, one
+//!    table after another, see [`super::beside_custom`]); post-data (indexes, constraints, triggers) is built there,
 //!    and the owned sequences get their values.
 //! 3. One transaction renames what collides by the rule of [`super::rename`] (`--as`), moves
 //!    the tables into the target schema (`ALTER TABLE … SET SCHEMA` takes their indexes,
@@ -37,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::archive_toc::Toc;
-use crate::format::manifest::{quote_ident, Manifest};
+use crate::format::manifest::{quote_ident, Manifest, StrategyKind};
 use crate::format::sql_requalify::{requalify, Renames};
 use crate::format::toc_select::{partitions_of, qualified_objects};
 use crate::memory::Wanted;
@@ -64,15 +65,32 @@ pub(super) async fn restore_beside(
         RenameTarget::As { .. } => "--as",
         RenameTarget::IntoSchema(_) => "--into-schema",
     };
-    let toc = read_native_toc(&opts.dir, &manifest, "pre-data")?;
-    let post_toc = match (
-        manifest.schema_file("pre-data"),
-        manifest.schema_file("post-data"),
-    ) {
-        (Some(a), Some(b)) if a.chunk.file != b.chunk.file => {
-            Some(read_native_toc(&opts.dir, &manifest, "post-data")?)
-        }
-        _ => None,
+    // The seam between the strategies: where the TOC comes from, and (in `load`) how the
+    // rows reach the scratch schema. Everything else is the same for both.
+    let (rows, toc, post_toc) = if manifest.strategy.kind == StrategyKind::Custom {
+        crate::source::pgtools::choose_for_restore_into(
+            conn,
+            manifest.server_version_num,
+            crate::source::pgtools::version_num(&manifest.pg_dump_version),
+            progress.as_ref(),
+        )
+        .await?;
+        crate::format::stream::check_pieces(&opts.dir, &manifest)?;
+        let file = super::stream::decompress_archive(opts, &manifest, &progress, &cancel).await?;
+        let toc = super::toc_plan::read_file_toc(&file.0)?;
+        (Rows::Custom(file), toc, None)
+    } else {
+        let toc = read_native_toc(&opts.dir, &manifest, "pre-data")?;
+        let post_toc = match (
+            manifest.schema_file("pre-data"),
+            manifest.schema_file("post-data"),
+        ) {
+            (Some(a), Some(b)) if a.chunk.file != b.chunk.file => {
+                Some(read_native_toc(&opts.dir, &manifest, "post-data")?)
+            }
+            _ => None,
+        };
+        (Rows::Native, toc, post_toc)
     };
     // The pattern alone, without the partitions toc_plan::choose would add.
     let chosen = opts
@@ -176,9 +194,26 @@ pub(super) async fn restore_beside(
         let renames = work.renames(&toc, &sel, &family);
         let pre: Vec<i32> = sel.pre_data.clone();
         work.run_entries(&toc, &pre, &renames, "pre-data").await?;
-        let summary = work
-            .load(&mut manifest, &family, &toc, &sel, progress.clone())
-            .await?;
+        let summary = match &rows {
+            Rows::Native => {
+                work.load(&mut manifest, &family, &toc, &sel, progress.clone())
+                    .await?
+            }
+            Rows::Custom(file) => {
+                progress.note(
+                    "custom backup: the tables load one after another from pg_dump's archive",
+                );
+                super::beside_custom::load(
+                    conn, opts, &file.0, &toc, &sel.data, &renames, &scratch, &cancel,
+                )
+                .await?;
+                RestoreSummary {
+                    chunks: manifest.stream.len() as u64,
+                    raw_bytes: manifest.stream.iter().map(|c| c.raw_bytes).sum(),
+                    ..RestoreSummary::default()
+                }
+            }
+        };
         work.run_entries(post_toc_ref, &post.post_data, &renames, "post-data")
             .await?;
         work.finish(
@@ -229,6 +264,15 @@ pub(super) async fn restore_beside(
             })
         }
     }
+}
+
+/// Where the family's rows come from.
+enum Rows {
+    /// The backup's chunks, loaded in parallel.
+    Native,
+    /// The custom backup's pg_dump archive, decompressed into `--work-dir` (removed when
+    /// dropped).
+    Custom(super::stream::TempFile),
 }
 
 /// The relation names (any kind) of `schema` in the target.

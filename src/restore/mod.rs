@@ -21,6 +21,7 @@
 //! `--into-schema` (one table beside the live ones) are `beside.rs`.
 
 mod beside;
+mod beside_custom;
 pub mod budget;
 mod failure;
 mod filter;
@@ -75,11 +76,10 @@ async fn restore_phases(
     }
     let native = manifest.strategy.kind == StrategyKind::Native;
     if opts.rename.is_some() {
-        if !native {
-            return Err(Error::Usage(format!(
-                "--as/--into-schema need a native backup (this one is {}): its rows are chunks that can be loaded into another table; restore the table with --table into a scratch database instead",
-                manifest.strategy.kind.as_str()
-            )));
+        if manifest.strategy.kind == StrategyKind::Plain {
+            return Err(Error::Usage(
+                "--as/--into-schema need a native or custom backup: a plain backup is one SQL script, which cannot be split into tables safely; restore it whole into a scratch database instead".into(),
+            ));
         }
         return beside::restore_beside(conn, opts, manifest, progress, cancel).await;
     }

@@ -193,29 +193,7 @@ pub(crate) async fn restore_stream(
     let clean_existing = opts.clean && !opts.create;
     let filtered = opts.filter.is_active();
     if kind == StrategyKind::Custom && (opts.jobs > 1 || clean_existing || filtered) {
-        let work_dir = match &opts.work_dir {
-            Some(d) => d.clone(),
-            None => default_work_dir(&opts.dir),
-        };
-        check_free_space(&work_dir, raw_total)?;
-        let path = work_dir.join(format!(".dbbackup-restore-{}.dump", std::process::id()));
-        let t = TempFile(path.clone());
-        progress.start("decompress", raw_total);
-        let handle = {
-            let (dir, m, progress, cancel) = (
-                opts.dir.clone(),
-                manifest.clone(),
-                progress.clone(),
-                cancel.clone(),
-            );
-            tokio::task::spawn_blocking(move || decompress_to(&dir, &m, &path, &progress, &cancel))
-        };
-        let r = handle
-            .await
-            .unwrap_or_else(|e| Err(Error::Refused(format!("decompression thread failed: {e}"))));
-        progress.finish();
-        r?;
-        temp = Some(t);
+        temp = Some(decompress_archive(opts, manifest, &progress, &cancel).await?);
     }
     // Chosen from the archive's TOC before anything touches the target.
     let lists = match (&temp, filtered) {
@@ -420,8 +398,42 @@ fn feed(
     child.wait()
 }
 
+/// Decompresses (and so verifies) the custom archive of the backup into `--work-dir` (by
+/// default beside the backup), as a file removed when dropped.
+pub(super) async fn decompress_archive(
+    opts: &RestoreOptions,
+    manifest: &Manifest,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<TempFile> {
+    let raw_total: u64 = manifest.stream.iter().map(|c| c.raw_bytes).sum();
+    let work_dir = match &opts.work_dir {
+        Some(d) => d.clone(),
+        None => default_work_dir(&opts.dir),
+    };
+    check_free_space(&work_dir, raw_total)?;
+    let path = work_dir.join(format!(".dbbackup-restore-{}.dump", std::process::id()));
+    let t = TempFile(path.clone());
+    progress.start("decompress", raw_total);
+    let handle = {
+        let (dir, m, progress, cancel) = (
+            opts.dir.clone(),
+            manifest.clone(),
+            progress.clone(),
+            cancel.clone(),
+        );
+        tokio::task::spawn_blocking(move || decompress_to(&dir, &m, &path, &progress, &cancel))
+    };
+    let r = handle
+        .await
+        .unwrap_or_else(|e| Err(Error::Refused(format!("decompression thread failed: {e}"))));
+    progress.finish();
+    r?;
+    Ok(t)
+}
+
 /// A file removed when dropped.
-struct TempFile(PathBuf);
+pub(super) struct TempFile(pub(super) PathBuf);
 
 impl Drop for TempFile {
     fn drop(&mut self) {

@@ -40,13 +40,13 @@ INSERT INTO events (at, what) SELECT date '2025-06-01' + g % 400, 'e' || g FROM 
 
 /// The shop source (a template for the live databases) and its native backup, orders split in
 /// several chunks so that they load in parallel.
-struct Shop {
-    src: String,
+pub(super) struct Shop {
+    pub(super) src: String,
     backup: PathBuf,
     dir: tempfile::TempDir,
 }
 
-fn shop() -> &'static Shop {
+pub(super) fn shop() -> &'static Shop {
     static SHOP_: OnceLock<Shop> = OnceLock::new();
     SHOP_.get_or_init(|| {
         let c = cluster();
@@ -91,7 +91,7 @@ fn shop() -> &'static Shop {
 }
 
 /// A live copy of the shop whose orders were all deleted.
-fn live_shop(c: &Cluster) -> String {
+pub(super) fn live_shop(c: &Cluster) -> String {
     let db = c.unique_db("rf_live");
     c.psql(
         "postgres",
@@ -101,7 +101,7 @@ fn live_shop(c: &Cluster) -> String {
     db
 }
 
-fn no_scratch_left(c: &Cluster, db: &str) {
+pub(super) fn no_scratch_left(c: &Cluster, db: &str) {
     assert_eq!(
         c.psql(
             db,
@@ -112,7 +112,7 @@ fn no_scratch_left(c: &Cluster, db: &str) {
     );
 }
 
-fn names(c: &Cluster, db: &str, sql: &str) -> Vec<String> {
+pub(super) fn names(c: &Cluster, db: &str, sql: &str) -> Vec<String> {
     c.psql(db, sql).lines().map(str::to_string).collect()
 }
 
