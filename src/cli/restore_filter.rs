@@ -35,7 +35,8 @@ pub struct RestoreFilterArgs {
     /// With one --table: restore that table under this name ([SCHEMA.]NAME) into a live
     /// database, beside the original; its indexes, constraints, sequences and partitions are
     /// renamed (a name containing the table's name gets it replaced by the new name, any other
-    /// is prefixed with the new name and "_"; cut to 63 bytes). Refused when a name is taken
+    /// is prefixed with the new name and "_"; cut to 63 bytes). Refused when a name is taken.
+    /// Native or custom backups (from a custom backup the rows load one table after another)
     #[arg(
         long = "as",
         value_name = "[SCHEMA.]NAME",
