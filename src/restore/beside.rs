@@ -38,18 +38,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::archive_toc::Toc;
-use crate::format::manifest::{quote_ident, Manifest, StrategyKind};
+use crate::format::manifest::{quote_ident, Manifest};
 use crate::format::sql_requalify::{requalify, Renames};
 use crate::format::toc_select::{partitions_of, qualified_objects};
 use crate::memory::Wanted;
 use crate::progress::Progress;
 use crate::source::conn::ConnParams;
 
+use super::beside_custom::Rows;
 use super::failure::Ledger;
 use super::filter::{Choice, TableName};
 use super::options::{RestoreOptions, RestoreSummary};
 use super::rename::{rename_all, RenameTarget};
-use super::toc_plan::{read_native_toc, tables_of};
+use super::toc_plan::tables_of;
 
 /// Restores the one table of `opts.filter` beside the live objects (see the module
 /// documentation).
@@ -67,31 +68,8 @@ pub(super) async fn restore_beside(
     };
     // The seam between the strategies: where the TOC comes from, and (in `load`) how the
     // rows reach the scratch schema. Everything else is the same for both.
-    let (rows, toc, post_toc) = if manifest.strategy.kind == StrategyKind::Custom {
-        crate::source::pgtools::choose_for_restore_into(
-            conn,
-            manifest.server_version_num,
-            crate::source::pgtools::version_num(&manifest.pg_dump_version),
-            progress.as_ref(),
-        )
-        .await?;
-        crate::format::stream::check_pieces(&opts.dir, &manifest)?;
-        let file = super::stream::decompress_archive(opts, &manifest, &progress, &cancel).await?;
-        let toc = super::toc_plan::read_file_toc(&file.0)?;
-        (Rows::Custom(file), toc, None)
-    } else {
-        let toc = read_native_toc(&opts.dir, &manifest, "pre-data")?;
-        let post_toc = match (
-            manifest.schema_file("pre-data"),
-            manifest.schema_file("post-data"),
-        ) {
-            (Some(a), Some(b)) if a.chunk.file != b.chunk.file => {
-                Some(read_native_toc(&opts.dir, &manifest, "post-data")?)
-            }
-            _ => None,
-        };
-        (Rows::Native, toc, post_toc)
-    };
+    let (rows, toc, post_toc) =
+        super::beside_custom::source(conn, opts, &manifest, &progress, &cancel).await?;
     // The pattern alone, without the partitions toc_plan::choose would add.
     let chosen = opts
         .filter
@@ -264,15 +242,6 @@ pub(super) async fn restore_beside(
             })
         }
     }
-}
-
-/// Where the family's rows come from.
-enum Rows {
-    /// The backup's chunks, loaded in parallel.
-    Native,
-    /// The custom backup's pg_dump archive, decompressed into `--work-dir` (removed when
-    /// dropped).
-    Custom(super::stream::TempFile),
 }
 
 /// The relation names (any kind) of `schema` in the target.

@@ -1,6 +1,6 @@
-//! The custom-strategy side of [`super::beside`]: where a custom backup's TOC comes from (the
-//! pg_dump archive in `stream`, decompressed and so verified into `--work-dir` before the
-//! target is touched) and how the family's rows reach the scratch schema.
+//! The seam of [`super::beside`] between the strategies ([`source`]): where the TOC comes
+//! from, and where the rows come from. A custom backup's TOC is its pg_dump archive's (the
+//! `stream`, decompressed and so verified into `--work-dir` before the target is touched).
 //!
 //! The rows are inside pg_dump's archive, addressed to the original table's name. They are
 //! loaded by `pg_restore --data-only -L <the family's TABLE DATA and SEQUENCE SET entries>
@@ -16,17 +16,21 @@ use std::ffi::OsString;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::archive_toc::Toc;
+use crate::format::manifest::{Manifest, StrategyKind};
 use crate::format::sql_requalify::{quote_ident, requalify, Renames};
+use crate::progress::Progress;
 use crate::source::child::{supervise, Child};
 use crate::source::conn::{dbname_conninfo, ConnParams};
 use crate::source::script_filter::ScriptFilter;
 
 use super::options::RestoreOptions;
+use super::toc_plan::read_native_toc;
 
 /// The line of pg_restore's script each chosen data entry writes, and its replacement.
 fn rewrites(
@@ -160,4 +164,49 @@ pub(super) async fn load(
     let r = supervise(pid, handle, cancel).await;
     drop(list);
     r
+}
+
+/// Where the family's rows come from.
+pub(super) enum Rows {
+    /// The backup's chunks, loaded in parallel.
+    Native,
+    /// The custom backup's pg_dump archive, decompressed into `--work-dir` (removed when
+    /// dropped).
+    Custom(super::stream::TempFile),
+}
+
+/// The backup's TOC (and, for a native backup whose post-data is a file of its own, that
+/// one's), and where the rows will come from.
+pub(super) async fn source(
+    conn: &ConnParams,
+    opts: &RestoreOptions,
+    manifest: &Manifest,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<(Rows, Toc, Option<Toc>)> {
+    Ok(if manifest.strategy.kind == StrategyKind::Custom {
+        crate::source::pgtools::choose_for_restore_into(
+            conn,
+            manifest.server_version_num,
+            crate::source::pgtools::version_num(&manifest.pg_dump_version),
+            progress.as_ref(),
+        )
+        .await?;
+        crate::format::stream::check_pieces(&opts.dir, manifest)?;
+        let file = super::stream::decompress_archive(opts, manifest, progress, cancel).await?;
+        let toc = super::toc_plan::read_file_toc(&file.0)?;
+        (Rows::Custom(file), toc, None)
+    } else {
+        let toc = read_native_toc(&opts.dir, manifest, "pre-data")?;
+        let post_toc = match (
+            manifest.schema_file("pre-data"),
+            manifest.schema_file("post-data"),
+        ) {
+            (Some(a), Some(b)) if a.chunk.file != b.chunk.file => {
+                Some(read_native_toc(&opts.dir, manifest, "post-data")?)
+            }
+            _ => None,
+        };
+        (Rows::Native, toc, post_toc)
+    })
 }
