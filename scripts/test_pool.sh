@@ -24,6 +24,9 @@
 SLOW_TEST_BINARIES=(
 	matrix           # ~250 s
 	regression       # ~230 s
+	backup_filters   # ~150 s
+	contents         # ~130 s
+	restore_filters  # ~100 s
 	memory           # ~90 s
 	encryption       # ~75 s
 	native_roundtrip # ~70 s
@@ -32,6 +35,7 @@ SLOW_TEST_BINARIES=(
 	s3_outage        # ~58 s
 	faults           # ~51 s
 	standby          # ~45 s
+	archive_toc      # ~60 s (servers 13-18)
 )
 
 # _pool_executables CARGO_JSON : print "LABEL<TAB>EXECUTABLE" for every test executable in
