@@ -45,7 +45,10 @@ _pool_executables() {
 	local root line exe src
 	root=$(repo_root)
 	while IFS= read -r line; do
-		[[ $line == *'"reason":"compiler-artifact"'* && $line == *'"test":true'* ]] || continue
+		# A test executable has "test":true in its *profile*; the dbbackup binary the integration
+		# tests run has it only in its target description (its target may be tested), not there.
+		[[ $line == *'"reason":"compiler-artifact"'* && $line =~ \"profile\":\{[^}]*\"test\":true\} ]] ||
+			continue
 		[[ $line =~ \"executable\":\"([^\"]+)\" ]] || continue
 		exe=${BASH_REMATCH[1]}
 		[[ $line =~ \"src_path\":\"([^\"]+)\" ]] || continue
