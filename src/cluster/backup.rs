@@ -149,7 +149,9 @@ pub async fn backup_cluster(
             let invalid: bool = r.get(2);
             Candidate {
                 name,
-                size: r.get(3),
+                // NULL when the database is dropped while we list it (its row is still in
+                // our snapshot of pg_database, its files are gone).
+                size: r.get::<_, Option<i64>>(3).unwrap_or(0),
                 skip: if invalid {
                     Some("invalid database (interrupted DROP DATABASE)".into())
                 } else if !allow {
