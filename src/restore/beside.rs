@@ -17,7 +17,8 @@
 //!    the tables into the target schema (`ALTER TABLE … SET SCHEMA` takes their indexes,
 //!    constraints and owned sequences along; with `--into-schema` the schema is created if
 //!    missing, in the same transaction), and drops the then empty scratch schema. Other
-//!    sessions see nothing until that commit, then all of it.
+//!    sessions see nothing until that commit, then all of it. That transaction is built in
+//!    `beside_move.rs`; where a custom backup's TOC and rows come from, in `beside_custom.rs`.
 //!
 //! Loading straight into the final names would need the renamed DDL to be built before the
 //! rows, and the table would be visible half-filled; one transaction around the whole load
@@ -46,6 +47,7 @@ use crate::progress::Progress;
 use crate::source::conn::ConnParams;
 
 use super::beside_custom::Rows;
+use super::beside_move::{names_in_schema, RELATIONS};
 use super::failure::Ledger;
 use super::filter::{Choice, TableName};
 use super::options::{RestoreOptions, RestoreSummary};
@@ -140,7 +142,7 @@ pub(super) async fn restore_beside(
         }
         RenameTarget::IntoSchema(_) => tables.clone(),
     };
-    let taken = existing_relations(client, &target_schema).await?;
+    let taken = names_in_schema(client, RELATIONS, &target_schema).await?;
     if let Some(n) = new_tables.iter().find(|n| taken.contains(*n)) {
         return Err(Error::Refused(format!(
             "{flag}: {}.{} already exists in database {:?}; nothing was restored",
@@ -244,36 +246,6 @@ pub(super) async fn restore_beside(
     }
 }
 
-/// The relation names (any kind) of `schema` in the target.
-async fn existing_relations(client: &Client, schema: &str) -> Result<BTreeSet<String>> {
-    Ok(client
-        .query(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1",
-            &[&schema],
-        )
-        .await
-        .map_err(|e| Error::query(format!("listing the relations of schema {schema}"), e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
-}
-
-/// The extended statistics' names of `schema` in the target.
-async fn existing_statistics(client: &Client, schema: &str) -> Result<BTreeSet<String>> {
-    Ok(client
-        .query(
-            "SELECT s.stxname FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
-             WHERE n.nspname = $1",
-            &[&schema],
-        )
-        .await
-        .map_err(|e| Error::query(format!("listing the statistics of schema {schema}"), e))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
-}
-
 /// After a failure: stops what our main session still runs, and drops the scratch schema with
 /// everything in it.
 async fn drop_scratch(conn: &ConnParams, target: &str, scratch: &str, pid: i32) -> Result<()> {
@@ -291,19 +263,19 @@ async fn drop_scratch(conn: &ConnParams, target: &str, scratch: &str, pid: i32) 
         .map_err(|e| Error::query(format!("dropping the scratch schema {scratch}"), e))
 }
 
-struct Work<'a> {
+pub(super) struct Work<'a> {
     conn: &'a ConnParams,
     opts: &'a RestoreOptions,
-    client: &'a Client,
+    pub(super) client: &'a Client,
     canceller: &'a crate::source::conn::Canceller,
     cancel: &'a CancellationToken,
-    scratch: &'a str,
+    pub(super) scratch: &'a str,
 }
 
 impl Work<'_> {
     /// Runs `sql` on the main session; Ctrl-C cancels the statement (an index build may run
     /// long) and returns, so that the scratch schema is dropped within the restore's wind-down.
-    async fn exec(&self, sql: &str, what: &str) -> Result<()> {
+    pub(super) async fn exec(&self, sql: &str, what: &str) -> Result<()> {
         tokio::select! {
             r = self.client.batch_execute(sql) => r.map_err(|e| Error::query(what.to_string(), e)),
             _ = self.cancel.cancelled() => {
@@ -438,168 +410,5 @@ impl Work<'_> {
         super::schema::set_sequences(self.client, manifest).await?;
         summary.memory = Some(budget.record());
         Ok(summary)
-    }
-
-    /// The one transaction that renames, moves into the target schema, and drops the scratch
-    /// schema.
-    async fn finish(
-        &self,
-        family: &[String],
-        old_root: &str,
-        new_tables: &[String],
-        target_schema: &str,
-        schema_exists: bool,
-        rename: &RenameTarget,
-    ) -> Result<()> {
-        let s = quote_ident(self.scratch);
-        let mut sql = String::from("BEGIN;\n");
-        if !schema_exists {
-            sql.push_str(&format!("CREATE SCHEMA {};\n", quote_ident(target_schema)));
-        }
-        if let RenameTarget::As { name: new_root, .. } = rename {
-            let rels = self
-                .client
-                .query(
-                    "SELECT c.relname, c.relkind::text FROM pg_class c
-                     WHERE c.relnamespace = $1::text::regnamespace
-                       AND c.relkind IN ('r', 'p', 'i', 'I', 'S')
-                     ORDER BY c.relname",
-                    &[&self.scratch],
-                )
-                .await
-                .map_err(|e| Error::query("listing the scratch schema", e))?;
-            let taken = existing_relations(self.client, target_schema).await?;
-            let (mut olds, mut kinds, mut news) = (Vec::new(), Vec::new(), Vec::new());
-            let mut others = Vec::new();
-            for r in &rels {
-                let name: String = r.get(0);
-                let kind: String = r.get(1);
-                match family.iter().position(|t| *t == name) {
-                    Some(i) => {
-                        olds.push(name);
-                        kinds.push(kind);
-                        news.push(new_tables[i].clone());
-                    }
-                    None => others.push((name, kind)),
-                }
-            }
-            let other_names: Vec<String> = others.iter().map(|(n, _)| n.clone()).collect();
-            let other_new = rename_all(&other_names, old_root, new_root, |n| {
-                taken.contains(n) || new_tables.iter().any(|t| t == n)
-            });
-            for ((o, k), n) in others.into_iter().zip(other_new) {
-                olds.push(o);
-                kinds.push(k);
-                news.push(n);
-            }
-            // Through names of our own first: a rename must never meet a name the rule gives
-            // another object of the scratch schema.
-            for (i, (old, kind)) in olds.iter().zip(&kinds).enumerate() {
-                sql.push_str(&format!(
-                    "ALTER {} {s}.{} RENAME TO dbbackup_tmp_{i};\n",
-                    alter_kind(kind),
-                    quote_ident(old)
-                ));
-            }
-            for (i, (new, kind)) in news.iter().zip(&kinds).enumerate() {
-                sql.push_str(&format!(
-                    "ALTER {} {s}.dbbackup_tmp_{i} RENAME TO {};\n",
-                    alter_kind(kind),
-                    quote_ident(new)
-                ));
-            }
-            // Constraints without an index of their own (check, not-null, foreign keys within
-            // the family): those with one were renamed with it. Inherited ones (a partition's
-            // copy of its parent's) follow their parent's rename.
-            let cons = self
-                .client
-                .query(
-                    "SELECT c.relname, con.conname FROM pg_constraint con
-                     JOIN pg_class c ON c.oid = con.conrelid
-                     WHERE c.relnamespace = $1::text::regnamespace
-                       AND con.contype NOT IN ('p', 'u', 'x') AND con.coninhcount = 0
-                     ORDER BY 1, 2",
-                    &[&self.scratch],
-                )
-                .await
-                .map_err(|e| Error::query("listing the scratch schema's constraints", e))?;
-            for r in &cons {
-                let table: String = r.get(0);
-                let con: String = r.get(1);
-                let new_table = olds
-                    .iter()
-                    .position(|o| *o == table)
-                    .map(|i| news[i].clone())
-                    .unwrap_or(table);
-                let new_con = super::rename::renamed(&con, old_root, new_root);
-                if new_con != con {
-                    sql.push_str(&format!(
-                        "ALTER TABLE {s}.{} RENAME CONSTRAINT {} TO {};\n",
-                        quote_ident(&new_table),
-                        quote_ident(&con),
-                        quote_ident(&new_con)
-                    ));
-                }
-            }
-        }
-        for t in new_tables {
-            sql.push_str(&format!(
-                "ALTER TABLE {s}.{} SET SCHEMA {};\n",
-                quote_ident(t),
-                quote_ident(target_schema)
-            ));
-        }
-        // Extended statistics are objects of their own: moving a table leaves them behind.
-        let stats: Vec<String> = self
-            .client
-            .query(
-                "SELECT stxname FROM pg_statistic_ext
-                 WHERE stxnamespace = $1::text::regnamespace ORDER BY 1",
-                &[&self.scratch],
-            )
-            .await
-            .map_err(|e| Error::query("listing the scratch schema's statistics", e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let new_stats = match rename {
-            RenameTarget::As { name: new_root, .. } => {
-                let taken = existing_statistics(self.client, target_schema).await?;
-                rename_all(&stats, old_root, new_root, |n| taken.contains(n))
-            }
-            RenameTarget::IntoSchema(_) => stats.clone(),
-        };
-        for (old, new) in stats.iter().zip(&new_stats) {
-            if old != new {
-                sql.push_str(&format!(
-                    "ALTER STATISTICS {s}.{} RENAME TO {};\n",
-                    quote_ident(old),
-                    quote_ident(new)
-                ));
-            }
-            sql.push_str(&format!(
-                "ALTER STATISTICS {s}.{} SET SCHEMA {};\n",
-                quote_ident(new),
-                quote_ident(target_schema)
-            ));
-        }
-        // RESTRICT: anything left behind (a sequence no table owns) stops the commit rather
-        // than being dropped unseen.
-        sql.push_str(&format!("DROP SCHEMA {s};\nCOMMIT;"));
-        let r = self
-            .exec(&sql, "renaming and moving the restored table into place")
-            .await;
-        if r.is_err() {
-            let _ = self.client.batch_execute("ROLLBACK").await;
-        }
-        r
-    }
-}
-
-fn alter_kind(relkind: &str) -> &'static str {
-    match relkind {
-        "i" | "I" => "INDEX",
-        "S" => "SEQUENCE",
-        _ => "TABLE",
     }
 }

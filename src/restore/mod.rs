@@ -22,6 +22,7 @@
 
 mod beside;
 mod beside_custom;
+mod beside_move;
 pub mod budget;
 mod failure;
 mod filter;
