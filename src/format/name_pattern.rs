@@ -132,6 +132,19 @@ impl NamePattern {
             .is_none_or(|d| d.compiled.is_match(database))
     }
 
+    /// Refuses a pattern whose database part names another database than `database`, in
+    /// pg_dump's words.
+    pub fn check_database(&self, database: &str) -> Result<()> {
+        if self.database_matches(database) {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "cross-database references are not implemented: {}",
+                self.text
+            )))
+        }
+    }
+
     /// A schema pattern: does it match `schema`? A relation pattern: does its schema part?
     pub fn matches_schema(&self, schema: &str) -> bool {
         self.schema

@@ -197,12 +197,7 @@ impl Selection {
     pub fn new(filters: &Filters, database: &str) -> Result<Selection> {
         let s = Selection::compile(filters, None)?;
         for p in s.all_patterns() {
-            if !p.database_matches(database) {
-                return Err(Error::Usage(format!(
-                    "cross-database references are not implemented: {}",
-                    p.text()
-                )));
-            }
+            p.check_database(database)?;
         }
         Ok(s)
     }

@@ -75,12 +75,7 @@ impl TableFilter {
             .chain(&self.exclude_tables)
             .chain(&self.exclude_schemas)
         {
-            if !p.database_matches(database) {
-                return Err(Error::Usage(format!(
-                    "pattern {:?} names another database than the backup's ({database}): cross-database references are not implemented",
-                    p.text()
-                )));
-            }
+            p.check_database(database)?;
         }
         for p in &self.tables {
             if !all.iter().any(|(s, n)| p.matches(s, n)) {
