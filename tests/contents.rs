@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+use dbbackup::format::name_pattern::NamePattern;
+use dbbackup::format::sql_requalify::quote_ident as pattern_ident;
 use serde_json::Value;
 use support::{cluster, dbbackup, manifest_json, quote_ident, run_fail, run_ok};
 
@@ -88,20 +90,16 @@ fn contents_json(args: &[&str], dir: impl AsRef<std::ffi::OsStr>) -> Value {
     serde_json::from_slice(&out.stdout).expect("contents --json prints one JSON document")
 }
 
-/// A name as contents prints it for `-t`: bare when plain lower-case, else double-quoted.
-fn pattern_name(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-    if plain {
-        name.to_string()
-    } else {
-        quote_ident(name)
-    }
+/// A table as contents prints it: `schema.name`, each part as `-t` takes it. Checked to be a
+/// pattern that selects exactly that table, which is what the printed name is for.
+fn printed_name(schema: &str, name: &str) -> String {
+    let qualified = format!("{}.{}", pattern_ident(schema), pattern_ident(name));
+    let pattern = NamePattern::relation(&qualified).unwrap();
+    assert!(
+        pattern.matches(schema, name),
+        "{qualified} does not select {schema}.{name}"
+    );
+    qualified
 }
 
 /// (schema, name) → (rows, raw_bytes, stored_bytes) summed over the manifest's chunks.
@@ -211,7 +209,7 @@ fn every_manifest_table_is_printed_with_its_rows() {
     let tables = manifest_tables(&manifest_json(&s.native));
     assert!(tables.len() > 10, "{tables:?}");
     for ((schema, name), (rows, _, _)) in &tables {
-        let qualified = format!("{}.{}", pattern_name(schema), pattern_name(name));
+        let qualified = printed_name(schema, name);
         let line = printed
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{qualified} ")))
@@ -375,7 +373,7 @@ fn encrypted_without_identity_prints_tables_and_one_hint_with_identity_the_objec
     );
     let printed = text(&out.stdout);
     for (schema, name) in manifest_tables(&manifest_json(&s.encrypted)).keys() {
-        let qualified = format!("{}.{}", pattern_name(schema), pattern_name(name));
+        let qualified = printed_name(schema, name);
         assert!(printed.contains(&format!("  {qualified} ")), "{printed}");
     }
     let hints: Vec<&str> = printed

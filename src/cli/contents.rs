@@ -91,21 +91,10 @@ fn json(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).expect("contents serialize") + "\n"
 }
 
-/// A name as a `-t`/`-n` pattern takes it: bare when it is a plain lower-case identifier,
-/// else double-quoted (psql's rules: `"` doubled inside).
+/// A name as a `-t`/`-n` pattern takes it: bare when SQL would take it bare, else
+/// double-quoted (psql's rules: `"` doubled inside).
 fn pattern_name(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
+    dbbackup::format::sql_requalify::quote_ident(name)
 }
 
 fn qualified(schema: &str, name: &str) -> String {
